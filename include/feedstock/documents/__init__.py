@@ -1,0 +1,1 @@
+"""Document ingestion: parse files of many formats into text, incrementally, into ``bronze.documents.<source>``."""

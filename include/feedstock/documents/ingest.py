@@ -1,0 +1,349 @@
+"""Incremental document ingestion from any fsspec URL into ``bronze.documents.<source>``.
+
+Three steps, each one Airflow task (the parse step mapped over file batches):
+
+1. :func:`plan` lists the source, compares each file with the last published version of its document and
+   writes batch manifests of the files that may have changed. A file whose size and modification time are
+   unchanged costs nothing more; a file that is gone becomes a tombstone.
+2. :func:`parse_batch` reads, hashes and parses one batch. A file whose content hash is unchanged is not
+   parsed. Files that cannot become text go to quarantine with a reason code.
+3. :func:`commit` (after :mod:`feedstock.contracts` validation) appends the new versions and tombstones in one
+   Delta commit and the quarantine rows in another.
+
+Output ``bronze.documents.<source>``, one row per document version: ``doc_id`` (``<source>/<relative path>``),
+``source, uri, title, text, mime_type, content_hash`` (sha256 of the bytes), ``size_bytes, modified_at,
+ingested_at, is_deleted, doc_version`` (1, 2, ... per doc_id) and ``pages`` (PDF page boundaries as character
+offsets into ``text``). Output ``quarantine.documents.<source>``: ``doc_id, uri, reason, detail, seen_at,
+content_hash, size_bytes, modified_at``.
+
+Accounting, per run: ``files_seen = ingested + unchanged + quarantined``, plus ``deleted`` tombstones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import duckdb
+
+from feedstock import contracts
+from feedstock.config import DocumentSource
+from feedstock.documents.parsers import ParseOptions, Quarantined, parse_document
+from feedstock.lake import Commit, Lake, filesystem
+
+PAGE = pa.struct([("page", pa.int32()), ("start", pa.int64()), ("end", pa.int64())])
+TS = pa.timestamp("us", tz="UTC")
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("uri", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("mime_type", pa.string()),
+        ("content_hash", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("modified_at", TS),
+        ("ingested_at", TS),
+        ("is_deleted", pa.bool_()),
+        ("doc_version", pa.int64()),
+        ("pages", pa.list_(PAGE)),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("uri", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("seen_at", TS),
+        ("content_hash", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("modified_at", TS),
+    ]
+)
+
+
+def documents_table(source: str) -> str:
+    return f"bronze.documents.{source}"
+
+
+def quarantine_table(source: str) -> str:
+    return f"quarantine.documents.{source}"
+
+
+def staging_dir(lake: Lake, run_key: str, source: str) -> str:
+    return lake.staging("ingest_documents", run_key, source)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A reference to one batch manifest, small enough for XCom."""
+
+    source: str
+    run_key: str
+    index: int
+    manifest: str
+    files: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
+    return any(
+        fnmatch.fnmatchcase(relative, p) or (p.startswith("**/") and fnmatch.fnmatchcase(relative, p[3:]))
+        for p in patterns
+    )
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """A listing entry's modification time in UTC (local files: ``mtime``; S3: ``LastModified``)."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return None
+
+
+def list_files(source: DocumentSource, lake: Lake) -> list[dict[str, Any]]:
+    """Every file under the source URI that its include/exclude globs select, with size and mtime."""
+    fs, root = filesystem(source.uri, lake.s3)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"source '{source.name}': field 'uri': {source.uri} does not exist or is unreachable")
+    files = []
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        if info.get("type") == "directory":
+            continue
+        relative = posixpath.relpath(path, root) if root else path
+        if not _matches(relative, source.include) or _matches(relative, source.exclude):
+            continue
+        modified = _modified(info)
+        files.append(
+            {
+                "relative": relative,
+                "uri": fs.unstrip_protocol(path) if "://" in source.uri else path,
+                "size": int(info.get("size") or 0),
+                "modified_at": modified.isoformat() if modified else None,
+            }
+        )
+    return files
+
+
+def _latest(lake: Lake, name: str, key: str, order: str, columns: list[str]) -> dict[str, dict[str, Any]]:
+    """The newest row per key of a lake table, as ``{key: row}`` (only the given columns are read)."""
+    table = lake.read(name, columns=[key, order, *columns])
+    if table is None or table.num_rows == 0:
+        return {}
+    latest = duckdb.sql(
+        f'select * from "table" qualify row_number() over (partition by "{key}" order by "{order}" desc) = 1'
+    )
+    rows = latest.to_arrow_table().to_pylist()
+    return {row[key]: row for row in rows}
+
+
+def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch], dict[str, Any]]:
+    """Compare the source with the lake; write batch manifests of files to parse and the tombstone list."""
+    files = list_files(source, lake)
+    state = _latest(
+        lake, documents_table(source.name), "doc_id", "doc_version",
+        ["content_hash", "size_bytes", "modified_at", "is_deleted"],
+    )
+    held = _latest(
+        lake, quarantine_table(source.name), "doc_id", "seen_at", ["content_hash", "size_bytes", "modified_at"]
+    )
+    stage = staging_dir(lake, run_key, source.name)
+    lake.clear(stage)
+    todo, unchanged, still_quarantined, present = [], 0, 0, set()
+    for file in files:
+        doc_id = f"{source.name}/{file['relative']}"
+        present.add(doc_id)
+        previous = state.get(doc_id)
+        if previous and not previous["is_deleted"] and _same_file(previous, file):
+            unchanged += 1
+            continue
+        last_bad = held.get(doc_id)
+        if last_bad and _same_file(last_bad, file):
+            still_quarantined += 1
+            continue
+        live = previous if previous and not previous["is_deleted"] else None
+        todo.append(
+            {
+                **file,
+                "doc_id": doc_id,
+                "previous_hash": live["content_hash"] if live else None,
+                "previous_version": previous["doc_version"] if previous else 0,
+                "quarantined_hash": last_bad["content_hash"] if last_bad else None,
+            }
+        )
+    tombstones = [
+        {"doc_id": doc_id, "uri": row.get("uri"), "previous_version": row["doc_version"]}
+        for doc_id, row in sorted(state.items())
+        if not row["is_deleted"] and doc_id not in present
+    ]
+    batches = []
+    for index, start in enumerate(range(0, len(todo), source.batch_size)):
+        manifest = f"{stage}/manifests/batch-{index:05d}.json"
+        lake.write_json(manifest, todo[start : start + source.batch_size])
+        batches.append(Batch(source.name, run_key, index, manifest, len(todo[start : start + source.batch_size])))
+    summary = {
+        "files_seen": len(files),
+        "unchanged": unchanged,
+        "quarantined": still_quarantined,
+        "to_parse": len(todo),
+        "tombstones": tombstones,
+    }
+    lake.write_json(f"{stage}/plan.json", summary)
+    return batches, summary
+
+
+def _same_file(previous: dict[str, Any], file: dict[str, Any]) -> bool:
+    modified = previous.get("modified_at")
+    modified = modified.isoformat() if isinstance(modified, datetime) else modified
+    return previous.get("size_bytes") == file["size"] and modified == file["modified_at"] and modified is not None
+
+
+def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetime) -> dict[str, int]:
+    """Read, hash and parse one batch; stage new document versions and quarantine rows as Parquet."""
+    files = lake.read_json(batch.manifest)
+    options = ParseOptions(text_field=source.text_field, title_field=source.title_field)
+    max_bytes = int(source.max_file_mb * 1024 * 1024)
+    documents, quarantined, counts = [], [], {"ingested": 0, "unchanged": 0, "quarantined": 0}
+    for file in files:
+        modified = datetime.fromisoformat(file["modified_at"]) if file["modified_at"] else None
+        base = {"doc_id": file["doc_id"], "uri": file["uri"], "size_bytes": file["size"], "modified_at": modified}
+        content_hash = None
+        try:
+            if file["size"] > max_bytes:
+                raise Quarantined("too_large", f"{file['size']} bytes is over the {source.max_file_mb} MB limit")
+            fs, path = filesystem(file["uri"], lake.s3)
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
+            content_hash = hashlib.sha256(data).hexdigest()
+            if content_hash == file["previous_hash"]:
+                counts["unchanged"] += 1  # touched, not changed: no parsing, no new version
+                continue
+            if content_hash == file["quarantined_hash"]:
+                counts["quarantined"] += 1  # the same bad bytes as last time: already in quarantine
+                continue
+            parsed, parser = parse_document(file["relative"], data, options)
+        except Quarantined as bad:
+            counts["quarantined"] += 1
+            quarantined.append({**base, "reason": bad.reason, "detail": bad.detail, "seen_at": as_of,
+                                "content_hash": content_hash})
+            continue
+        except (OSError, MemoryError) as exc:
+            counts["quarantined"] += 1
+            quarantined.append({**base, "reason": "unreadable", "detail": f"{type(exc).__name__}: {exc}"[:300],
+                                "seen_at": as_of, "content_hash": content_hash})
+            continue
+        counts["ingested"] += 1
+        documents.append(
+            {
+                **base,
+                "source": source.name,
+                "title": parsed.title,
+                "text": parsed.text,
+                "mime_type": parser.mime_type,
+                "content_hash": content_hash,
+                "ingested_at": as_of,
+                "is_deleted": False,
+                "doc_version": file["previous_version"] + 1,
+                "pages": parsed.pages or None,
+            }
+        )
+    stage = staging_dir(lake, batch.run_key, source.name)
+    name = f"batch-{batch.index:05d}"
+    lake.write_parquet(f"{stage}/parsed/{name}.parquet", pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
+    lake.write_parquet(f"{stage}/quarantine/{name}.parquet", pa.Table.from_pylist(quarantined, QUARANTINE_SCHEMA))
+    lake.write_json(f"{stage}/counts/{name}.json", counts)
+    return counts
+
+
+def tombstone_rows(source: str, tombstones: list[dict[str, Any]], as_of: datetime) -> pa.Table:
+    rows = [
+        {
+            "doc_id": t["doc_id"],
+            "source": source,
+            "uri": t["uri"],
+            "ingested_at": as_of,
+            "is_deleted": True,
+            "doc_version": t["previous_version"] + 1,
+        }
+        for t in tombstones
+    ]
+    return pa.Table.from_pylist(rows, DOCUMENTS_SCHEMA)
+
+
+def commit(
+    source: DocumentSource, lake: Lake, run_key: str, produced_by: dict[str, str], as_of: datetime
+) -> dict[str, Any]:
+    """Publish the validated batch outputs and tombstones of one source: one commit per table."""
+    stage = staging_dir(lake, run_key, source.name)
+    summary = lake.read_json(f"{stage}/plan.json")
+    counts = {"ingested": 0, "unchanged": summary["unchanged"], "quarantined": summary["quarantined"]}
+    for path in lake.staged_files(f"{stage}/counts", "*.json"):
+        for key, value in lake.read_json(path).items():
+            counts[key] += value
+    validated = lake.read_staged(f"{stage}/validated", schema=DOCUMENTS_SCHEMA)
+    rejected = lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA)
+    contract_failures = validated_failures(lake, stage)
+    counts["ingested"] -= contract_failures
+    counts["quarantined"] += contract_failures
+    tombstones = tombstone_rows(source.name, summary["tombstones"], as_of)
+    stats = {
+        "files_seen": summary["files_seen"],
+        "ingested": counts["ingested"],
+        "unchanged": counts["unchanged"],
+        "quarantined": counts["quarantined"],
+        "deleted": tombstones.num_rows,
+        "contract_failures": contract_failures,
+        "quarantine_reasons": _reason_counts(rejected),
+    }
+    if stats["files_seen"] != stats["ingested"] + stats["unchanged"] + stats["quarantined"]:
+        raise RuntimeError(f"source '{source.name}': file accounting does not add up: {stats}")
+    published = pa.concat_tables([validated, tombstones])
+    if published.num_rows:
+        lake.append(documents_table(source.name), published, Commit(produced_by, (), stats))
+    if rejected.num_rows:
+        lake.append(quarantine_table(source.name), rejected, Commit(produced_by, (), stats))
+    lake.clear(stage)
+    return stats
+
+
+def validated_failures(lake: Lake, stage: str) -> int:
+    path = f"{stage}/validation.json"
+    fs, inner = filesystem(path, lake.s3)
+    return lake.read_json(path)["failed"] if fs.exists(inner) else 0
+
+
+def _reason_counts(rejected: pa.Table) -> dict[str, int]:
+    if rejected.num_rows == 0:
+        return {}
+    counts = rejected.group_by("reason").aggregate([("reason", "count")])
+    return dict(zip(counts.column("reason").to_pylist(), counts.column("reason_count").to_pylist(), strict=True))
+
+
+def validate(source: DocumentSource, lake: Lake, run_key: str, max_failure_ratio: float, as_of: datetime) -> dict:
+    """Check this run's parsed documents against the bronze contract; quarantine the rows that fail."""
+    stage = staging_dir(lake, run_key, source.name)
+    parsed = lake.read_staged(f"{stage}/parsed", schema=DOCUMENTS_SCHEMA)
+    result = contracts.check(parsed, contracts.BRONZE_DOCUMENTS)
+    lake.write_parquet(f"{stage}/validated/documents.parquet", result.passed)
+    failed = parsed.take(pa.array(result.failed_rows, pa.int64()))
+    rows = [
+        {"doc_id": row["doc_id"], "uri": row["uri"], "reason": reason.split(":", 1)[0], "detail": reason,
+         "seen_at": as_of, "content_hash": row["content_hash"], "size_bytes": row["size_bytes"],
+         "modified_at": row["modified_at"]}
+        for row, reason in zip(failed.to_pylist(), result.reasons, strict=True)
+    ]
+    lake.write_parquet(f"{stage}/quarantine/contract.parquet", pa.Table.from_pylist(rows, QUARANTINE_SCHEMA))
+    lake.write_json(f"{stage}/validation.json", {"checked": result.checked, "failed": len(rows)})
+    contracts.enforce_ratio(documents_table(source.name), len(rows), result.checked, max_failure_ratio)
+    return {"checked": result.checked, "failed": len(rows)}
