@@ -358,7 +358,7 @@ PDF_DOCS = {
                     "company password manager (1Password) to generate and store them.",
                     "- Multi-factor authentication is mandatory for all company accounts. For Google "
                     "Workspace, Okta, GitHub and AWS, the second factor must be the hardware security key "
-                    "(YubiKey 5) issued by IT on your first day. SMS codes are not allowed.",
+                    "(YubiKey 5) shipped by IT together with your laptop. SMS codes are not allowed.",
                     "- Passwords are not rotated on a schedule, but must be changed immediately if there is "
                     "any suspicion that they were exposed.",
                     "- Never share accounts. Shared service accounts are owned by a team and stored in a "

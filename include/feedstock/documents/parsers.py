@@ -227,7 +227,8 @@ class JsonParser(Parser):
                 sections.append(f"## {heading}\n\n{body}" if heading and len(records) > 1 else str(body))
         if records and not sections:
             raise Quarantined("empty", f"no record has the text field '{options.text_field}'")
-        return ParsedDocument(text=_clean("\n\n".join(sections)), title=title)
+        # A file of many records (a FAQ, say) is titled by the caller from its file name.
+        return ParsedDocument(text=_clean("\n\n".join(sections)), title=title if len(records) == 1 else None)
 
     @staticmethod
     def _is_lines(raw: str) -> bool:
@@ -253,4 +254,7 @@ def parse_document(path: str, data: bytes, options: ParseOptions = ParseOptions(
     parsed = parser.parse(data, options)
     if not parsed.text.strip():
         raise Quarantined("empty", "no text after parsing")
+    if not parsed.title:
+        stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        parsed.title = re.sub(r"[_-]+", " ", stem).strip().capitalize()
     return parsed, parser

@@ -1,0 +1,83 @@
+"""The thin layer between Airflow and the ``feedstock`` library, shared by every DAG.
+
+It turns a task's context into the plain arguments the library takes (the configuration, the lake, the run's
+``as_of`` time, ``produced_by``) and library errors into one-line task failures. The library itself never
+imports Airflow.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import Asset, BaseHook
+from airflow.sdk.exceptions import AirflowFailException
+
+from feedstock.config import Config, ConfigError, load_config
+from feedstock.contracts import ContractViolation
+from feedstock.lake import Lake, S3Settings
+
+DEFAULT_ARGS = {"retries": 2, "owner": "feedstock"}
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@contextmanager
+def one_line_errors():
+    """Fail the task, without retries, with the one-line message of a configuration or contract error."""
+    try:
+        yield
+    except (ConfigError, ContractViolation, FileNotFoundError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def config() -> Config:
+    with one_line_errors():
+        return load_config()
+
+
+def s3_settings(conn_id: str | None) -> S3Settings:
+    """S3 endpoint and keys from an Airflow connection (login/password, extra endpoint_url/region_name)."""
+    if not conn_id:
+        return S3Settings.from_env()
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    env = S3Settings.from_env()
+    return S3Settings(
+        endpoint_url=extra.get("endpoint_url") or env.endpoint_url,
+        key=conn.login or env.key,
+        secret=conn.password or env.secret,
+        region=extra.get("region_name") or env.region,
+    )
+
+
+def lake(cfg: Config) -> Lake:
+    return Lake(cfg.lake, s3_settings(cfg.lake_aws_conn_id))
+
+
+def as_of(context: dict[str, Any]) -> datetime:
+    """The run's point in time: the data interval end, never the wall clock (so reruns are identical)."""
+    run = context["dag_run"]
+    value = context.get("data_interval_end") or getattr(run, "run_after", None) or context.get("logical_date")
+    return value.astimezone(timezone.utc)
+
+
+def run_key(context: dict[str, Any]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", context["run_id"])
+
+
+def produced_by(context: dict[str, Any]) -> dict[str, str]:
+    return {"dag_id": context["dag"].dag_id, "task_id": context["task"].task_id, "run_id": context["run_id"]}
+
+
+def asset(lake_: Lake, name: str) -> Asset:
+    uri = lake_.uri(name)
+    return Asset(name=name, uri=uri if "://" in uri else f"file://{uri}")
+
+
+def sqlalchemy_url(conn_id: str):
+    from feedstock.warehouse import sqlalchemy_url as url_for
+
+    conn = BaseHook.get_connection(conn_id)
+    return url_for(conn.conn_type, conn.host, conn.schema, conn.login, conn.password, conn.port, conn.extra_dejson)
