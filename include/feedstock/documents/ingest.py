@@ -309,10 +309,11 @@ def commit(
     if stats["files_seen"] != stats["ingested"] + stats["unchanged"] + stats["quarantined"]:
         raise RuntimeError(f"source '{source.name}': file accounting does not add up: {stats}")
     published = pa.concat_tables([validated, tombstones])
+    inputs = (f"{source.uri}@{as_of.isoformat()}",)  # the source as it was listed for this interval
     if published.num_rows:
-        lake.append(documents_table(source.name), published, Commit(produced_by, (), stats))
+        lake.append(documents_table(source.name), published, Commit(produced_by, inputs, stats))
     if rejected.num_rows:
-        lake.append(quarantine_table(source.name), rejected, Commit(produced_by, (), stats))
+        lake.append(quarantine_table(source.name), rejected, Commit(produced_by, inputs, stats))
     lake.clear(stage)
     return stats
 

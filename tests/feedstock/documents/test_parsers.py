@@ -1,0 +1,123 @@
+"""Parsers on real files of every format, including broken ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from fpdf import FPDF
+
+from feedstock.documents.parsers import ParseOptions, Quarantined, decode_text, parse_document
+from tests.conftest import SAMPLE
+
+HANDBOOK = SAMPLE / "handbook"
+JSON_OPTIONS = ParseOptions(text_field="body")
+
+
+def parse(relative: str, options: ParseOptions = ParseOptions()):
+    parsed, parser = parse_document(relative, (HANDBOOK / relative).read_bytes(), options)
+    return parsed, parser
+
+
+def test_markdown_keeps_headings_and_title():
+    parsed, parser = parse("policies/pto_policy.md")
+    assert parser.mime_type == "text/markdown"
+    assert parsed.title == "Paid Time Off (PTO) Policy"
+    assert parsed.text.startswith("# Paid Time Off")
+    assert "\n## " in parsed.text
+
+
+def test_html_visible_text_only():
+    parsed, parser = parse("faq/billing_faq.html")
+    assert parser.mime_type == "text/html"
+    assert parsed.title and "Billing" in parsed.title
+    raw = (HANDBOOK / "faq/billing_faq.html").read_text()
+    assert "<script" in raw and "<style" in raw
+    assert "<" not in parsed.text and "function" not in parsed.text and "{" not in parsed.text
+    assert "\n## " in parsed.text or parsed.text.startswith("# ")
+
+
+def test_pdf_text_per_page_with_boundaries():
+    parsed, parser = parse("policies/information_security_policy.pdf")
+    assert parser.mime_type == "application/pdf"
+    assert parsed.title == "Information Security Policy"
+    assert [p["page"] for p in parsed.pages] == [1, 2, 3, 4]
+    for page in parsed.pages:
+        assert parsed.text[page["start"] : page["end"]].strip()
+    assert parsed.pages[1]["start"] > parsed.pages[0]["end"]
+
+
+def test_docx_headings_and_title():
+    parsed, parser = parse("policies/new_hire_onboarding.docx")
+    assert parser.mime_type.endswith("wordprocessingml.document")
+    assert parsed.title == "New Hire Onboarding Guide"
+    assert "\n## " in parsed.text
+
+
+def test_json_and_jsonl_use_the_configured_text_field():
+    single, _ = parse("support/kb_rotate_api_key.json", JSON_OPTIONS)
+    assert single.title == "How to rotate a Relay API key without downtime"
+    many, _ = parse("faq/relay_faq.jsonl", JSON_OPTIONS)
+    lines = (HANDBOOK / "faq/relay_faq.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["body"][:40] in many.text
+    assert many.text.count("## ") == len(lines)
+    assert many.title == "Relay faq"
+
+
+def test_json_without_the_text_field_is_empty():
+    with pytest.raises(Quarantined) as bad:
+        parse_document("a.jsonl", b'{"other": "x"}\n{"other": "y"}\n', JSON_OPTIONS)
+    assert bad.value.reason == "empty"
+
+
+def test_latin1_and_utf16_are_decoded():
+    latin, _ = parse("policies/montreal_office_notes.txt")
+    assert "Montréal" in latin.text and "café" in latin.text
+    utf16, _ = parse("support/escalation_contacts.txt")
+    assert "ESCALATION" in utf16.text and "\x00" not in utf16.text
+    sentence = "Le café du bureau de Montréal ouvre à huit heures; les employés y déjeunent souvent."
+    assert decode_text(sentence.encode("latin-1")) == sentence
+
+
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("truncated.pdf", (HANDBOOK / "policies/employee_travel_policy.pdf").read_bytes()[:200], "corrupt"),
+        ("garbage.pdf", b"%PDF-1.4 this is not a pdf", "corrupt"),
+        ("broken.docx", b"PK\x03\x04 not really a zip", "corrupt"),
+        ("broken.json", b'{"body": "unterminated', "corrupt"),
+        ("blank.md", b"   \n\n  ", "empty"),
+        ("empty.txt", b"", "empty"),
+        ("picture.png", b"\x89PNG\r\n\x1a\n", "unsupported_type"),
+        ("README", b"no suffix", "unsupported_type"),
+        ("binary.txt", bytes(range(256)) * 8, "undecodable"),
+    ],
+)
+def test_broken_files_are_quarantined_with_a_reason(name, data, reason):
+    with pytest.raises(Quarantined) as bad:
+        parse_document(name, data, JSON_OPTIONS)
+    assert bad.value.reason == reason
+    assert bad.value.detail
+
+
+def test_docx_that_is_a_valid_zip_but_not_a_document():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(Quarantined) as bad:
+        parse_document("x.docx", buffer.getvalue())
+    assert bad.value.reason == "corrupt"
+
+
+def test_encrypted_pdf():
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.cell(text="secret")
+    pdf.set_encryption(owner_password="owner", user_password="user")
+    with pytest.raises(Quarantined) as bad:
+        parse_document("locked.pdf", bytes(pdf.output()))
+    assert bad.value.reason == "encrypted"
