@@ -90,14 +90,30 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 API on localhost, reached through s3fs and delta-rs exactly as a real endpoint would be."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server on localhost, reached through s3fs and delta-rs exactly as a real endpoint would be.
+
+    It runs in its own process: delta-rs holds the GIL in some calls, which would starve an in-process
+    (threaded) server of the same interpreter and deadlock the request.
+    """
+    import time
+    import urllib.request
 
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture
