@@ -34,6 +34,7 @@ from feedstock.config import WarehouseSource
 from feedstock.lake import Commit, Lake
 
 META_COLUMNS = ("_ingested_at", "_op", "_row_hash")
+BATCH_ROWS = 50_000  # rows per Arrow batch streamed from DuckDB into a Delta commit
 TS = pa.timestamp("us", tz="UTC")
 QUARANTINE_SCHEMA = pa.schema(
     [("key", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("row", pa.string()), ("seen_at", TS)]
@@ -268,16 +269,18 @@ def commit(source: WarehouseSource, lake: Lake, run_key: str, produced_by: dict[
     validation = lake.read_json(f"{stage}/validation.json")
     stats["rows_quarantined"] += validation["failed"]
     name = bronze_table(source.name)
-    staged_files = lake.staged_files(f"{stage}/rows")
-    data = _changes(lake, source, stage) if staged_files else pa.table({"_op": pa.array([], pa.string())})
-    counts = {op: 0 for op in ("insert", "update", "delete")}
-    for op in data.column("_op").to_pylist():
-        counts[op] += 1
-    stats.update(rows_written=data.num_rows, inserted=counts["insert"], updated=counts["update"],
+    counts = {"insert": 0, "update": 0, "delete": 0}
+    con = duckdb.connect()
+    if lake.staged_files(f"{stage}/rows"):
+        _define_changes(con, lake, source, stage)
+        for op, count in con.sql("select _op, count(*) from changes group by _op").fetchall():
+            counts[op] = count
+    stats.update(rows_written=sum(counts.values()), inserted=counts["insert"], updated=counts["update"],
                  deleted=counts["delete"])
     quarantined = _new_quarantine(lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA))
-    if data.num_rows:
-        lake.upsert(name, data, source.key, Commit(produced_by, (), stats))
+    if stats["rows_written"]:  # streamed into the MERGE in batches: memory stays bounded
+        reader = con.sql("select * from changes").fetch_record_batch(BATCH_ROWS)
+        lake.upsert(name, reader, source.key, Commit(produced_by, (), stats))
     if quarantined.num_rows:
         lake.append(quarantine_table(source.name), quarantined, Commit(produced_by, (), stats))
     lake.clear(stage)
@@ -295,18 +298,18 @@ def _new_quarantine(lake: Lake, source: WarehouseSource, rows: pa.Table) -> pa.T
     return con.sql("select * from fresh anti join held using (key, reason, row)").to_arrow_table()
 
 
-def _changes(lake: Lake, source: WarehouseSource, stage: str) -> pa.Table:
-    """The staged rows that differ from the lake (newest per key), plus tombstones for a full read."""
+def _define_changes(con: duckdb.DuckDBPyConnection, lake: Lake, source: WarehouseSource, stage: str) -> None:
+    """Define the view ``changes``: staged rows that differ from the lake (newest per key), plus tombstones."""
     name, key = bronze_table(source.name), source.key
     order = f'"{source.watermark}" desc' if source.watermark else "1"
-    con = duckdb.connect()
     con.register("staged_raw", lake.staged_dataset(f"{stage}/rows"))
     con.execute(
         "create view staged as select * from staged_raw "
         f'qualify row_number() over (partition by "{key}" order by {order}) = 1'
     )
     if lake.table(name) is None:
-        return con.sql("select * replace ('insert' as _op) from staged").to_arrow_table()
+        con.execute("create view changes as select * replace ('insert' as _op) from staged")
+        return
     # Arrow tables, not datasets: DuckDB 2.0's filter pushdown into pyarrow datasets fails on string_view.
     con.register("target_keys", lake.read(name, columns=[key, "_row_hash", "_op"]))
     sql = f"""select s.* replace (case when t."{key}" is null or t._op = 'delete' then 'insert' else 'update' end as _op)
@@ -317,4 +320,4 @@ def _changes(lake: Lake, source: WarehouseSource, stage: str) -> pa.Table:
         sql += f"""\n union all by name
               select t.* replace ('delete' as _op) from target t anti join staged s on t."{key}" = s."{key}"
               where t._op <> 'delete'"""
-    return con.sql(sql).to_arrow_table()
+    con.execute(f"create view changes as {sql}")
