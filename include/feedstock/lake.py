@@ -21,10 +21,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 STAGING = "_staging"
+# A Parquet writer holds a whole row group in memory (delta-rs defaults to 1M rows): smaller row groups and
+# files keep a writer's memory bounded by the batch, not the table.
+TARGET_FILE_SIZE = 64 * 1024 * 1024
+WRITER = WriterProperties(max_row_group_size=65_536)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ class Lake:
             mode="append",
             schema_mode="merge",
             storage_options=self.storage_options,
+            target_file_size=TARGET_FILE_SIZE,
+            writer_properties=WRITER,
             commit_properties=commit.properties(),
         )
         return self.version(name)  # type: ignore[return-value]
@@ -162,6 +168,7 @@ class Lake:
                 source_alias="source",
                 target_alias="target",
                 merge_schema=True,
+                writer_properties=WRITER,
                 commit_properties=commit.properties(),
             )
             .when_matched_update_all()
@@ -216,8 +223,12 @@ class Lake:
         return [fs.unstrip_protocol(p) for p in found] if "://" in uri else found
 
     def staged_dataset(self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None) -> ds.Dataset:
+        """The staged files as one dataset; without a schema, the files' schemas unified (types widened)."""
         fs, _ = filesystem(uri, self.s3)
         paths = [filesystem(f, self.s3)[1] for f in self.staged_files(uri, pattern)]
+        if schema is None and len(paths) > 1:
+            schemas = [pq.read_schema(fs.open(path, "rb")) for path in paths]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
         return ds.dataset(paths, filesystem=fs, format="parquet", schema=schema)
 
     def read_staged(self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None) -> pa.Table:

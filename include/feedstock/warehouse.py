@@ -35,6 +35,7 @@ from feedstock.lake import Commit, Lake
 
 META_COLUMNS = ("_ingested_at", "_op", "_row_hash")
 BATCH_ROWS = 50_000  # rows per Arrow batch streamed from DuckDB into a Delta commit
+DUCKDB_MEMORY = "256MB"
 TS = pa.timestamp("us", tz="UTC")
 QUARANTINE_SCHEMA = pa.schema(
     [("key", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("row", pa.string()), ("seen_at", TS)]
@@ -185,6 +186,8 @@ def _to_arrow(
             array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column: keep them as text
             array = pa.array([None if v is None else str(v) for v in values], pa.string())
+        if pa.types.is_decimal(array.type):  # inferred precision varies by batch; keep the widest
+            array = array.cast(pa.decimal128(38, array.type.scale))
         if pa.types.is_null(array.type):
             array = array.cast(target.field(name).type if target and name in target.names else pa.string())
         if target is not None and name in target.names and array.type != target.field(name).type:
@@ -279,7 +282,7 @@ def commit(source: WarehouseSource, lake: Lake, run_key: str, produced_by: dict[
                  deleted=counts["delete"])
     quarantined = _new_quarantine(lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA))
     if stats["rows_written"]:  # streamed into the MERGE in batches: memory stays bounded
-        reader = con.sql("select * from changes").fetch_record_batch(BATCH_ROWS)
+        reader = con.sql("select * from changes").to_arrow_reader(BATCH_ROWS)
         lake.upsert(name, reader, source.key, Commit(produced_by, (), stats))
     if quarantined.num_rows:
         lake.append(quarantine_table(source.name), quarantined, Commit(produced_by, (), stats))
@@ -302,11 +305,16 @@ def _define_changes(con: duckdb.DuckDBPyConnection, lake: Lake, source: Warehous
     """Define the view ``changes``: staged rows that differ from the lake (newest per key), plus tombstones."""
     name, key = bronze_table(source.name), source.key
     order = f'"{source.watermark}" desc' if source.watermark else "1"
+    con.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")  # past this DuckDB spills to disk instead of growing
     con.register("staged_raw", lake.staged_dataset(f"{stage}/rows"))
-    con.execute(
-        "create view staged as select * from staged_raw "
-        f'qualify row_number() over (partition by "{key}" order by {order}) = 1'
-    )
+    repeated = con.execute(f'select count(*) - count(distinct "{key}") from staged_raw').fetchone()[0]
+    if repeated:  # a key read twice (updated twice in the window): keep its newest row
+        con.execute(
+            "create view staged as select * from staged_raw "
+            f'qualify row_number() over (partition by "{key}" order by {order}) = 1'
+        )
+    else:
+        con.execute("create view staged as select * from staged_raw")
     if lake.table(name) is None:
         con.execute("create view changes as select * replace ('insert' as _op) from staged")
         return

@@ -1,0 +1,26 @@
+"""`make bench`: run every benchmark, print the results and keep them in benchmarks/results/latest.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import bench_ingest, bench_warehouse
+
+SUITES = {"ingest": bench_ingest.run, "warehouse": bench_warehouse.run}
+
+
+def main(names: list[str]) -> None:
+    results = {}
+    for name in names or list(SUITES):
+        print(f"== {name}", flush=True)
+        results[name] = SUITES[name]()
+        print(json.dumps(results[name], indent=2), flush=True)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
