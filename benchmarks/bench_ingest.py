@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import corpus
@@ -20,7 +20,7 @@ from feedstock.config import DocumentSource
 from feedstock.documents import ingest
 from feedstock.lake import Lake
 
-AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def raw_parse(path: Path) -> int:
@@ -52,7 +52,9 @@ def feed_run(folder: Path, lake: Lake, run_key: str) -> dict:
     for batch in batches:
         ingest.parse_batch(source, lake, batch, AS_OF)
     ingest.validate(source, lake, run_key, 1.0, AS_OF)
-    return ingest.commit(source, lake, run_key, {"dag_id": "bench", "task_id": "bench", "run_id": run_key}, AS_OF)
+    return ingest.commit(
+        source, lake, run_key, {"dag_id": "bench", "task_id": "bench", "run_id": run_key}, AS_OF
+    )
 
 
 def run(per_format: int = 120) -> dict:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg2
 
@@ -59,15 +59,21 @@ def _feed(url: str, lake_root: str) -> tuple[float, float, int]:
     from feedstock.config import WarehouseSource
     from feedstock.lake import Lake
 
-    source = WarehouseSource(name="events", conn_id="-", table="events", key="event_id",
-                             watermark="updated_at", batch_size=BATCH)
-    lake, when = Lake(lake_root), datetime(2027, 1, 1, tzinfo=timezone.utc)
+    source = WarehouseSource(
+        name="events", conn_id="-", table="events", key="event_id", watermark="updated_at", batch_size=BATCH
+    )
+    lake, when = Lake(lake_root), datetime(2027, 1, 1, tzinfo=UTC)
     start = time.perf_counter()
     warehouse.extract(source, url, lake, "bench", when)
     warehouse.validate(source, lake, "bench", 0.0, when)
-    stats = warehouse.commit(source, lake, "bench", {"dag_id": "bench", "task_id": "bench", "run_id": "bench"})
-    return (time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               stats["rows_written"])
+    stats = warehouse.commit(
+        source, lake, "bench", {"dag_id": "bench", "task_id": "bench", "run_id": "bench"}
+    )
+    return (
+        time.perf_counter() - start,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        stats["rows_written"],
+    )
 
 
 def _raw(url: str, _lake_root: str) -> tuple[float, float, int]:
@@ -77,7 +83,9 @@ def _raw(url: str, _lake_root: str) -> tuple[float, float, int]:
     start, rows = time.perf_counter(), 0
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(sa.text("select * from events"))
+        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+            sa.text("select * from events")
+        )
         columns = list(result.keys())
         for part in result.partitions(BATCH):
             table = pa.table({c: pa.array([r[i] for r in part]) for i, c in enumerate(columns)})
@@ -91,7 +99,11 @@ def _raw_all(url: str, _lake_root: str) -> tuple[float, float, int]:
 
     start = time.perf_counter()
     frame = pd.read_sql("select * from events", sa.create_engine(url))
-    return (time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(frame))
+    return (
+        time.perf_counter() - start,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        len(frame),
+    )
 
 
 def _measure(step: str, url: str, lake_root: str) -> tuple[float, float, int]:
@@ -113,8 +125,12 @@ def run() -> dict:
             entry = {}
             for label, step in (("feed", "_feed"), ("raw", "_raw"), ("raw_all", "_raw_all")):
                 seconds, peak_mb, count = _measure(step, url, f"{work}/{label}")
-                entry[label] = {"seconds": round(seconds, 2), "rows_per_s": round(count / seconds),
-                                "peak_rss_mb": round(peak_mb), "rows": count}
+                entry[label] = {
+                    "seconds": round(seconds, 2),
+                    "rows_per_s": round(count / seconds),
+                    "peak_rss_mb": round(peak_mb),
+                    "rows": count,
+                }
             entry["feed_vs_raw_time"] = round(entry["feed"]["seconds"] / entry["raw"]["seconds"], 2)
             results[f"{rows}_rows"] = entry
         finally:

@@ -15,7 +15,7 @@ import gzip
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -78,7 +78,9 @@ def build(per_format: int = 120) -> Path:
     _write_docx(root / "docx", [p.read_text(errors="replace") for p in md] or texts, per_format)
     for i, text in enumerate(texts[:per_format]):
         (root / "json" / f"{i:04d}.json").write_text(json.dumps({"title": f"Doc {i}", "text": text}))
-        records = [{"title": f"Part {j}", "text": part} for j, part in enumerate(text.split("\n\n")[:40]) if part]
+        records = [
+            {"title": f"Part {j}", "text": part} for j, part in enumerate(text.split("\n\n")[:40]) if part
+        ]
         (root / "jsonl" / f"{i:04d}.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     done.write_text("ok")
     return root
@@ -90,7 +92,7 @@ def _write_pdfs(folder: Path, texts: list[str], count: int) -> None:
     for i in range(count):
         text = texts[i % len(texts)][:6000]
         pdf = FPDF()
-        pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=timezone.utc))
+        pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=UTC))
         pdf.set_title(f"Document {i}")
         pdf.set_font("helvetica", size=10)
         for page_text in (text[:3000], text[3000:6000]):

@@ -47,8 +47,10 @@ def ingest_documents():
         for name in sources:
             with fa.one_line_errors():
                 planned, summary = ingest.plan(cfg.source(name), lake, fa.run_key(context))
-            print(f"source {name}: {summary['files_seen']} files, {summary['to_parse']} to read in "
-                  f"{len(planned)} batches, {len(summary['tombstones'])} deleted")
+            print(
+                f"source {name}: {summary['files_seen']} files, {summary['to_parse']} to read in "
+                f"{len(planned)} batches, {len(summary['tombstones'])} deleted"
+            )
             batches += [b.to_dict() for b in planned]
         return batches
 
@@ -67,18 +69,25 @@ def ingest_documents():
         cfg, context = fa.config(), get_current_context()
         with fa.one_line_errors():
             return ingest.validate(
-                cfg.source(source), fa.lake(cfg), fa.run_key(context),
-                cfg.validation.max_failure_ratio, fa.as_of(context),
+                cfg.source(source),
+                fa.lake(cfg),
+                fa.run_key(context),
+                cfg.validation.max_failure_ratio,
+                fa.as_of(context),
             )
 
-    @task(trigger_rule="none_failed", outlets=[DOCUMENTS], map_index_template="{{ task.op_kwargs['source'] }}")
+    @task(
+        trigger_rule="none_failed", outlets=[DOCUMENTS], map_index_template="{{ task.op_kwargs['source'] }}"
+    )
     def commit(source: str, *, outlet_events=None) -> dict:
         from feedstock.documents import ingest
 
         cfg, context = fa.config(), get_current_context()
         lake = fa.lake(cfg)
         before = lake.version(ingest.documents_table(source))
-        stats = ingest.commit(cfg.source(source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context))
+        stats = ingest.commit(
+            cfg.source(source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context)
+        )
         if lake.version(ingest.documents_table(source)) != before:
             outlet_events[DOCUMENTS].add(fa.asset(lake, ingest.documents_table(source)), extra=stats)
         print(f"source {source}: {stats}")

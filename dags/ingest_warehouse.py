@@ -44,10 +44,13 @@ def ingest_warehouse():
         cfg, context = fa.config(), get_current_context()
         spec = cfg.source(source)
         with fa.one_line_errors():
-            stats = warehouse.extract(spec, fa.sqlalchemy_url(spec.conn_id), fa.lake(cfg), fa.run_key(context),
-                                      fa.as_of(context))
-        print(f"source {source}: read {stats['rows_read']} rows, quarantined {stats['rows_quarantined']}; "
-              f"columns added {stats['columns_added']}, dropped {stats['columns_dropped']}")
+            stats = warehouse.extract(
+                spec, fa.sqlalchemy_url(spec.conn_id), fa.lake(cfg), fa.run_key(context), fa.as_of(context)
+            )
+        print(
+            f"source {source}: read {stats['rows_read']} rows, quarantined {stats['rows_quarantined']}; "
+            f"columns added {stats['columns_added']}, dropped {stats['columns_dropped']}"
+        )
         return source
 
     @task(map_index_template="{{ task.op_kwargs['source'] }}")
@@ -56,8 +59,13 @@ def ingest_warehouse():
 
         cfg, context = fa.config(), get_current_context()
         with fa.one_line_errors():
-            warehouse.validate(cfg.source(source), fa.lake(cfg), fa.run_key(context),
-                               cfg.validation.max_failure_ratio, fa.as_of(context))
+            warehouse.validate(
+                cfg.source(source),
+                fa.lake(cfg),
+                fa.run_key(context),
+                cfg.validation.max_failure_ratio,
+                fa.as_of(context),
+            )
         return source
 
     @task(outlets=[WAREHOUSE], map_index_template="{{ task.op_kwargs['source'] }}")

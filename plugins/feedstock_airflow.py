@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Asset, BaseHook
@@ -20,7 +20,7 @@ from feedstock.contracts import ContractViolation
 from feedstock.lake import Lake, S3Settings
 
 DEFAULT_ARGS = {"retries": 2, "owner": "feedstock"}
-START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
@@ -60,7 +60,7 @@ def as_of(context: dict[str, Any]) -> datetime:
     """The run's point in time: the data interval end, never the wall clock (so reruns are identical)."""
     run = context["dag_run"]
     value = context.get("data_interval_end") or getattr(run, "run_after", None) or context.get("logical_date")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def run_key(context: dict[str, Any]) -> str:
@@ -80,4 +80,6 @@ def sqlalchemy_url(conn_id: str):
     from feedstock.warehouse import sqlalchemy_url as url_for
 
     conn = BaseHook.get_connection(conn_id)
-    return url_for(conn.conn_type, conn.host, conn.schema, conn.login, conn.password, conn.port, conn.extra_dejson)
+    return url_for(
+        conn.conn_type, conn.host, conn.schema, conn.login, conn.password, conn.port, conn.extra_dejson
+    )

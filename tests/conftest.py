@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -75,7 +75,7 @@ def run_dag(dag_id: str, day: int = 20, month: int = 11):
     """Run a DAG end to end with ``dag.test()`` for the interval ending at the given 2026 date."""
     module = importlib.import_module(dag_id)
     dag = getattr(module, dag_id)()
-    return dag.test(logical_date=datetime(2026, month, day, tzinfo=timezone.utc))
+    return dag.test(logical_date=datetime(2026, month, day, tzinfo=UTC))
 
 
 def task_states(dag_run) -> dict[str, str]:

@@ -8,7 +8,7 @@ Entry fields: ``name, version, uri, format, rows, created_at, produced_by, input
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -47,7 +47,7 @@ def entry(lake: Lake, name: str) -> Entry | None:
         uri=lake.uri(name),
         format="delta",
         rows=int(rows or 0),
-        created_at=datetime.fromtimestamp(newest["timestamp"] / 1000, tz=timezone.utc).isoformat(),
+        created_at=datetime.fromtimestamp(newest["timestamp"] / 1000, tz=UTC).isoformat(),
         produced_by=made.get("produced_by", {}),
         inputs=list(made.get("inputs", [])),
         stats=made.get("stats", {}),
@@ -63,13 +63,20 @@ def render_table(entries: list[Entry]) -> str:
     """A readable, fixed-width listing for the terminal."""
     header = ("NAME", "VERSION", "ROWS", "CREATED_AT", "PRODUCED_BY")
     rows = [
-        (e.name, str(e.version), str(e.rows), e.created_at[:19].replace("T", " "),
-         f"{e.produced_by.get('dag_id', '-')}.{e.produced_by.get('task_id', '-')}")
+        (
+            e.name,
+            str(e.version),
+            str(e.rows),
+            e.created_at[:19].replace("T", " "),
+            f"{e.produced_by.get('dag_id', '-')}.{e.produced_by.get('task_id', '-')}",
+        )
         for e in entries
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     if not rows:
         lines.append("(the lake is empty: run the ingest_documents or ingest_warehouse DAG first)")
     return "\n".join(lines)

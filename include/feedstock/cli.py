@@ -26,7 +26,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="feedstock", description="Inspect the feedstock lake and its feeds.")
+    parser = argparse.ArgumentParser(
+        prog="feedstock", description="Inspect the feedstock lake and its feeds."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     catalog = commands.add_parser("catalog", help="list every dataset in the lake")
     catalog.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

@@ -60,7 +60,9 @@ _KINDS: dict[str, type] = {"documents": DocumentSource, "warehouse": WarehouseSo
 
 @dataclass(frozen=True)
 class Validation:
-    max_failure_ratio: float = 0.05  # a run fails when more than this share of a table's rows break the contract
+    max_failure_ratio: float = (
+        0.05  # a run fails when more than this share of a table's rows break the contract
+    )
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,9 @@ class Lake:
         table = self.table(name, version)
         return None if table is None else table.to_pyarrow_dataset()
 
-    def read(self, name: str, columns: list[str] | None = None, version: int | None = None) -> pa.Table | None:
+    def read(
+        self, name: str, columns: list[str] | None = None, version: int | None = None
+    ) -> pa.Table | None:
         dataset = self.dataset(name, version)
         if dataset is None:
             return None
@@ -222,7 +224,9 @@ class Lake:
         found = sorted(fs.glob(posixpath.join(path, pattern)))
         return [fs.unstrip_protocol(p) for p in found] if "://" in uri else found
 
-    def staged_dataset(self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None) -> ds.Dataset:
+    def staged_dataset(
+        self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None
+    ) -> ds.Dataset:
         """The staged files as one dataset; without a schema, the files' schemas unified (types widened)."""
         fs, _ = filesystem(uri, self.s3)
         paths = [filesystem(f, self.s3)[1] for f in self.staged_files(uri, pattern)]

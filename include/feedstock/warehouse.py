@@ -21,7 +21,7 @@ watermark`` plus ``columns_added`` and ``columns_dropped``.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +38,13 @@ BATCH_ROWS = 50_000  # rows per Arrow batch streamed from DuckDB into a Delta co
 DUCKDB_MEMORY = "256MB"
 TS = pa.timestamp("us", tz="UTC")
 QUARANTINE_SCHEMA = pa.schema(
-    [("key", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("row", pa.string()), ("seen_at", TS)]
+    [
+        ("key", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("row", pa.string()),
+        ("seen_at", TS),
+    ]
 )
 _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
 
@@ -74,12 +80,19 @@ def sqlalchemy_url(
     if conn_type in ("sqlite", "duckdb"):
         return sa.URL.create(conn_type, database=host or schema or ":memory:")
     return sa.URL.create(
-        _DRIVERS.get(conn_type, conn_type), username=login, password=password, host=host, port=port, database=schema
+        _DRIVERS.get(conn_type, conn_type),
+        username=login,
+        password=password,
+        host=host,
+        port=port,
+        database=schema,
     )
 
 
 def _base_query(source: WarehouseSource) -> str:
-    return f"select * from {source.table}" if source.table else f"select * from ({source.query}) as feedstock_q"
+    return (
+        f"select * from {source.table}" if source.table else f"select * from ({source.query}) as feedstock_q"
+    )
 
 
 def _bound(value: Any, sample: Any) -> Any:
@@ -89,13 +102,13 @@ def _bound(value: Any, sample: Any) -> Any:
     if isinstance(sample, datetime):
         value = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         if sample.tzinfo is None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
     if isinstance(sample, date):
         return value.date() if isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
     if isinstance(sample, str):  # e.g. SQLite's text timestamps: compare in the same text shape
         if isinstance(value, datetime):
-            value = value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+            value = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
             return value.isoformat(sep=" " if " " in sample else "T", timespec="seconds")
         return str(value)
     if isinstance(sample, (int, float, Decimal)):
@@ -119,13 +132,20 @@ def extract(
     base, params = _base_query(source), {}
     low = previous_watermark(lake, source)
     engine = sa.create_engine(url)
-    stats: dict[str, Any] = {"rows_read": 0, "rows_quarantined": 0, "watermark": low,
-                             "columns_added": [], "columns_dropped": []}
+    stats: dict[str, Any] = {
+        "rows_read": 0,
+        "rows_quarantined": 0,
+        "watermark": low,
+        "columns_added": [],
+        "columns_dropped": [],
+    }
     try:
         with engine.connect() as conn:
             sql = base
             if source.watermark:
-                sample = conn.execute(sa.text(f"select max({source.watermark}) from ({base}) as feedstock_m")).scalar()
+                sample = conn.execute(
+                    sa.text(f"select max({source.watermark}) from ({base}) as feedstock_m")
+                ).scalar()
                 clauses = []
                 if _bound(low, sample) is not None:
                     clauses.append(f"{source.watermark} > :low")
@@ -141,7 +161,9 @@ def extract(
             )
             columns = list(result.keys())
             if source.key not in columns:
-                raise ValueError(f"source '{source.name}': field 'key': column {source.key!r} is not in the result")
+                raise ValueError(
+                    f"source '{source.name}': field 'key': column {source.key!r} is not in the result"
+                )
             if target_schema is not None:
                 known = set(target_schema.names) - set(META_COLUMNS)
                 stats["columns_added"] = [c for c in columns if c not in known]
@@ -236,10 +258,14 @@ def _cast(array: pa.Array, to: pa.DataType) -> tuple[pa.Array, dict[int, str]]:
     try:
         return pa.array(values, array.type).cast(to, safe=True), failures
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return pa.nulls(len(values), to), {i: f"{array.type} does not cast to {to}" for i in range(len(values))}
+        return pa.nulls(len(values), to), {
+            i: f"{array.type} does not cast to {to}" for i in range(len(values))
+        }
 
 
-def validate(source: WarehouseSource, lake: Lake, run_key: str, max_failure_ratio: float, as_of: datetime) -> dict:
+def validate(
+    source: WarehouseSource, lake: Lake, run_key: str, max_failure_ratio: float, as_of: datetime
+) -> dict:
     """Check each staged batch against the contract; move failing rows to the staged quarantine."""
     stage = staging_dir(lake, run_key, source.name)
     schema = contracts.bronze_warehouse(source.key)
@@ -253,13 +279,23 @@ def validate(source: WarehouseSource, lake: Lake, run_key: str, max_failure_rati
         failed += len(result.failed_rows)
         bad = batch.take(pa.array(result.failed_rows, pa.int64())).to_pylist()
         rows = [
-            {"key": None if row[source.key] is None else str(row[source.key]), "reason": reason.split(":", 1)[0],
-             "detail": reason, "row": json.dumps(row, default=str), "seen_at": as_of}
+            {
+                "key": None if row[source.key] is None else str(row[source.key]),
+                "reason": reason.split(":", 1)[0],
+                "detail": reason,
+                "row": json.dumps(row, default=str),
+                "seen_at": as_of,
+            }
             for row, reason in zip(bad, result.reasons, strict=True)
         ]
         name = path.rsplit("/", 1)[1]
-        lake.write_parquet(f"{stage}/quarantine/contract-{name}", pa.Table.from_pylist(rows, QUARANTINE_SCHEMA))
-        lake.write_parquet(path, batch.take(pa.array(sorted(set(range(batch.num_rows)) - set(result.failed_rows)), pa.int64())))
+        lake.write_parquet(
+            f"{stage}/quarantine/contract-{name}", pa.Table.from_pylist(rows, QUARANTINE_SCHEMA)
+        )
+        lake.write_parquet(
+            path,
+            batch.take(pa.array(sorted(set(range(batch.num_rows)) - set(result.failed_rows)), pa.int64())),
+        )
     lake.write_json(f"{stage}/validation.json", {"checked": checked, "failed": failed})
     contracts.enforce_ratio(bronze_table(source.name), failed, checked, max_failure_ratio)
     return {"checked": checked, "failed": failed}
@@ -278,9 +314,15 @@ def commit(source: WarehouseSource, lake: Lake, run_key: str, produced_by: dict[
         _define_changes(con, lake, source, stage)
         for op, count in con.sql("select _op, count(*) from changes group by _op").fetchall():
             counts[op] = count
-    stats.update(rows_written=sum(counts.values()), inserted=counts["insert"], updated=counts["update"],
-                 deleted=counts["delete"])
-    quarantined = _new_quarantine(lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA))
+    stats.update(
+        rows_written=sum(counts.values()),
+        inserted=counts["insert"],
+        updated=counts["update"],
+        deleted=counts["delete"],
+    )
+    quarantined = _new_quarantine(
+        lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA)
+    )
     if stats["rows_written"]:  # streamed into the MERGE in batches: memory stays bounded
         reader = con.sql("select * from changes").to_arrow_reader(BATCH_ROWS)
         lake.upsert(name, reader, source.key, Commit(produced_by, (), stats))

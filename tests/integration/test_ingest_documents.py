@@ -69,9 +69,18 @@ def test_incremental_document_ingestion(project, handbook):
     run = run_dag("ingest_documents", day=11)
     assert run.state == "success", task_states(run)
     second = stats(lake, docs)
-    assert second == {**second, "files_seen": 32, "ingested": 1, "unchanged": 28, "quarantined": 3, "deleted": 1}
+    assert second == {
+        **second,
+        "files_seen": 32,
+        "ingested": 1,
+        "unchanged": 28,
+        "quarantined": 3,
+        "deleted": 1,
+    }
     rows = lake.read(docs).to_pylist()
-    pto = sorted((r for r in rows if r["doc_id"] == "handbook/policies/pto_policy.md"), key=lambda r: r["doc_version"])
+    pto = sorted(
+        (r for r in rows if r["doc_id"] == "handbook/policies/pto_policy.md"), key=lambda r: r["doc_version"]
+    )
     assert [r["doc_version"] for r in pto] == [1, 2] and "30 days" in pto[-1]["text"]
     gone = [r for r in rows if r["doc_id"] == "handbook/faq/relay_faq.jsonl"]
     assert sorted((r["doc_version"], r["is_deleted"]) for r in gone) == [(1, False), (2, True)]
@@ -86,7 +95,10 @@ def test_incremental_document_ingestion(project, handbook):
 def test_catalog_cli_lists_the_tables(project, handbook):
     assert run_dag("ingest_documents", day=10).state == "success"
     out = subprocess.run(
-        [sys.executable, "-m", "feedstock.cli", "catalog", "--json"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "feedstock.cli", "catalog", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     entries = {e["name"]: e for e in json.loads(out)}
     assert set(entries) == {"bronze.documents.handbook", "quarantine.documents.handbook"}

@@ -19,12 +19,20 @@ def test_s3_source_and_s3_lake(project, s3, tmp_path, monkeypatch):
     from tests.integration.test_ingest_warehouse import seed
 
     seed(url).dispose()
-    monkeypatch.setenv("AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}'
+    )
     project.configure(
         [
             {"name": "handbook", "kind": "documents", "uri": f"s3://{bucket}/docs", "text_field": "body"},
-            {"name": "tickets", "kind": "warehouse", "conn_id": "wh", "table": "tickets", "key": "ticket_id",
-             "watermark": "updated_at"},
+            {
+                "name": "tickets",
+                "kind": "warehouse",
+                "conn_id": "wh",
+                "table": "tickets",
+                "key": "ticket_id",
+                "watermark": "updated_at",
+            },
         ],
         lake=f"s3://{bucket}/lake",
     )
@@ -41,7 +49,9 @@ def test_s3_source_and_s3_lake(project, s3, tmp_path, monkeypatch):
     assert run_dag("ingest_warehouse", day=21).state == "success"
     assert lake.read("bronze.warehouse.tickets").num_rows == 62
     # The catalog's URI opens with deltalake given the same S3 settings.
-    table = DeltaTable(lake.uri("bronze.warehouse.tickets"), storage_options=S3Settings.from_env().delta_options())
+    table = DeltaTable(
+        lake.uri("bronze.warehouse.tickets"), storage_options=S3Settings.from_env().delta_options()
+    )
     assert table.to_pyarrow_table().num_rows == 62
 
     # Incremental on S3 too: a rerun changes nothing, a deleted object becomes a tombstone.

@@ -31,7 +31,9 @@ def warehouse(request, tmp_path, monkeypatch):
     else:
         url = f"{request.param}:///{tmp_path / ('wh.' + request.param)}"
     engine = seed(url)
-    monkeypatch.setenv("AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}'
+    )
     yield engine
     engine.dispose()
 
@@ -39,10 +41,23 @@ def warehouse(request, tmp_path, monkeypatch):
 def configure(project, **tickets):
     project.configure(
         [
-            {"name": "tickets", "kind": "warehouse", "conn_id": "wh", "table": "tickets", "key": "ticket_id",
-             "watermark": "updated_at", "batch_size": 10, **tickets},
-            {"name": "products", "kind": "warehouse", "conn_id": "wh", "key": "product_id",
-             "query": "select product_id, sku, name, price_usd, updated_at from products"},
+            {
+                "name": "tickets",
+                "kind": "warehouse",
+                "conn_id": "wh",
+                "table": "tickets",
+                "key": "ticket_id",
+                "watermark": "updated_at",
+                "batch_size": 10,
+                **tickets,
+            },
+            {
+                "name": "products",
+                "kind": "warehouse",
+                "conn_id": "wh",
+                "key": "product_id",
+                "query": "select product_id, sku, name, price_usd, updated_at from products",
+            },
         ]
     )
 
@@ -53,7 +68,9 @@ def test_incremental_upserts_and_drift(project, warehouse):
     tickets, products = "bronze.warehouse.tickets", "bronze.warehouse.products"
     with warehouse.connect() as conn:
         total = conn.exec_driver_sql("select count(*) from tickets").scalar()
-        before_oct = conn.exec_driver_sql("select count(*) from tickets where updated_at <= '2026-10-01'").scalar()
+        before_oct = conn.exec_driver_sql(
+            "select count(*) from tickets where updated_at <= '2026-10-01'"
+        ).scalar()
 
     # The interval ending 2026-10-01 reads only what was updated by then.
     run = run_dag("ingest_warehouse", day=1, month=10)
@@ -90,7 +107,11 @@ def test_incremental_upserts_and_drift(project, warehouse):
     assert stats["rows_read"] == 2 and stats["inserted"] == 1 and stats["updated"] == 1
     assert stats["columns_added"] == ["priority"]
     rows = {r["ticket_id"]: r for r in lake.read(tickets).to_pylist()}
-    assert rows[1001]["answer"] == "Updated answer" and rows[1001]["priority"] == "high" and rows[1001]["_op"] == "update"
+    assert (
+        rows[1001]["answer"] == "Updated answer"
+        and rows[1001]["priority"] == "high"
+        and rows[1001]["_op"] == "update"
+    )
     assert rows[9001]["_op"] == "insert" and len(rows) == total + 1
     gone = {r["product_id"]: r["_op"] for r in lake.read(products).to_pylist()}
     assert gone[16] == "delete" and lake.last_commit(products)["stats"]["deleted"] == 1
@@ -99,13 +120,19 @@ def test_incremental_upserts_and_drift(project, warehouse):
 def test_type_change_quarantines_rows_and_dropped_column_is_reported(project, tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'drift.sqlite'}"
     engine = seed(url)
-    monkeypatch.setenv("AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}'
+    )
     configure(project)
     lake = Lake(project.lake)
     assert run_dag("ingest_warehouse", day=21).state == "success"
     with engine.begin() as conn:  # SQLite lets a column change type under our feet, as a migration might
-        conn.exec_driver_sql("update tickets set rating = 'five', updated_at = '2026-11-22 01:00:00' where ticket_id = 1002")
-        conn.exec_driver_sql("update tickets set rating = '4', updated_at = '2026-11-22 02:00:00' where ticket_id = 1003")
+        conn.exec_driver_sql(
+            "update tickets set rating = 'five', updated_at = '2026-11-22 01:00:00' where ticket_id = 1002"
+        )
+        conn.exec_driver_sql(
+            "update tickets set rating = '4', updated_at = '2026-11-22 02:00:00' where ticket_id = 1003"
+        )
         conn.exec_driver_sql("alter table tickets drop column status")
     run = run_dag("ingest_warehouse", day=23)
     assert run.state == "success", task_states(run)
@@ -113,7 +140,9 @@ def test_type_change_quarantines_rows_and_dropped_column_is_reported(project, tm
     assert stats["rows_read"] == 2 and stats["rows_written"] == 1 and stats["rows_quarantined"] == 1
     assert stats["columns_dropped"] == ["status"]
     bad = lake.read("quarantine.warehouse.tickets").to_pylist()
-    assert [(r["key"], r["reason"]) for r in bad] == [("1002", "type_mismatch")] and "rating" in bad[0]["detail"]
+    assert [(r["key"], r["reason"]) for r in bad] == [("1002", "type_mismatch")] and "rating" in bad[0][
+        "detail"
+    ]
     assert {r["ticket_id"]: r["rating"] for r in lake.read("bronze.warehouse.tickets").to_pylist()}[1003] == 4
     engine.dispose()
 
@@ -126,7 +155,9 @@ def test_contract_failures_past_the_ratio_fail_the_run(project, tmp_path, monkey
         conn.exec_driver_sql(
             "insert into tickets values (1, 'a', '2026-11-01'), (null, 'b', '2026-11-01'), (null, 'c', '2026-11-01')"
         )
-    monkeypatch.setenv("AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WH", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}'
+    )
     project.configure(
         [{"name": "tickets", "kind": "warehouse", "conn_id": "wh", "table": "tickets", "key": "ticket_id"}],
         validation={"max_failure_ratio": 0.5},

@@ -25,11 +25,11 @@ import fnmatch
 import hashlib
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
 import duckdb
+import pyarrow as pa
 
 from feedstock import contracts
 from feedstock.config import DocumentSource
@@ -106,9 +106,9 @@ def _modified(info: dict[str, Any]) -> datetime | None:
     """A listing entry's modification time in UTC (local files: ``mtime``; S3: ``LastModified``)."""
     value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(value, tz=UTC)
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     return None
 
 
@@ -116,7 +116,9 @@ def list_files(source: DocumentSource, lake: Lake) -> list[dict[str, Any]]:
     """Every file under the source URI that its include/exclude globs select, with size and mtime."""
     fs, root = filesystem(source.uri, lake.s3)
     if not fs.exists(root):
-        raise FileNotFoundError(f"source '{source.name}': field 'uri': {source.uri} does not exist or is unreachable")
+        raise FileNotFoundError(
+            f"source '{source.name}': field 'uri': {source.uri} does not exist or is unreachable"
+        )
     files = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         if info.get("type") == "directory":
@@ -152,11 +154,18 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
     """Compare the source with the lake; write batch manifests of files to parse and the tombstone list."""
     files = list_files(source, lake)
     state = _latest(
-        lake, documents_table(source.name), "doc_id", "doc_version",
+        lake,
+        documents_table(source.name),
+        "doc_id",
+        "doc_version",
         ["content_hash", "size_bytes", "modified_at", "is_deleted"],
     )
     held = _latest(
-        lake, quarantine_table(source.name), "doc_id", "seen_at", ["content_hash", "size_bytes", "modified_at"]
+        lake,
+        quarantine_table(source.name),
+        "doc_id",
+        "seen_at",
+        ["content_hash", "size_bytes", "modified_at"],
     )
     stage = staging_dir(lake, run_key, source.name)
     lake.clear(stage)
@@ -191,7 +200,9 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
     for index, start in enumerate(range(0, len(todo), source.batch_size)):
         manifest = f"{stage}/manifests/batch-{index:05d}.json"
         lake.write_json(manifest, todo[start : start + source.batch_size])
-        batches.append(Batch(source.name, run_key, index, manifest, len(todo[start : start + source.batch_size])))
+        batches.append(
+            Batch(source.name, run_key, index, manifest, len(todo[start : start + source.batch_size]))
+        )
     summary = {
         "files_seen": len(files),
         "unchanged": unchanged,
@@ -206,7 +217,11 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
 def _same_file(previous: dict[str, Any], file: dict[str, Any]) -> bool:
     modified = previous.get("modified_at")
     modified = modified.isoformat() if isinstance(modified, datetime) else modified
-    return previous.get("size_bytes") == file["size"] and modified == file["modified_at"] and modified is not None
+    return (
+        previous.get("size_bytes") == file["size"]
+        and modified == file["modified_at"]
+        and modified is not None
+    )
 
 
 def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetime) -> dict[str, int]:
@@ -217,11 +232,18 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
     documents, quarantined, counts = [], [], {"ingested": 0, "unchanged": 0, "quarantined": 0}
     for file in files:
         modified = datetime.fromisoformat(file["modified_at"]) if file["modified_at"] else None
-        base = {"doc_id": file["doc_id"], "uri": file["uri"], "size_bytes": file["size"], "modified_at": modified}
+        base = {
+            "doc_id": file["doc_id"],
+            "uri": file["uri"],
+            "size_bytes": file["size"],
+            "modified_at": modified,
+        }
         content_hash = None
         try:
             if file["size"] > max_bytes:
-                raise Quarantined("too_large", f"{file['size']} bytes is over the {source.max_file_mb} MB limit")
+                raise Quarantined(
+                    "too_large", f"{file['size']} bytes is over the {source.max_file_mb} MB limit"
+                )
             fs, path = filesystem(file["uri"], lake.s3)
             with fs.open(path, "rb") as handle:
                 data = handle.read()
@@ -235,13 +257,27 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
             parsed, parser = parse_document(file["relative"], data, options)
         except Quarantined as bad:
             counts["quarantined"] += 1
-            quarantined.append({**base, "reason": bad.reason, "detail": bad.detail, "seen_at": as_of,
-                                "content_hash": content_hash})
+            quarantined.append(
+                {
+                    **base,
+                    "reason": bad.reason,
+                    "detail": bad.detail,
+                    "seen_at": as_of,
+                    "content_hash": content_hash,
+                }
+            )
             continue
         except (OSError, MemoryError) as exc:
             counts["quarantined"] += 1
-            quarantined.append({**base, "reason": "unreadable", "detail": f"{type(exc).__name__}: {exc}"[:300],
-                                "seen_at": as_of, "content_hash": content_hash})
+            quarantined.append(
+                {
+                    **base,
+                    "reason": "unreadable",
+                    "detail": f"{type(exc).__name__}: {exc}"[:300],
+                    "seen_at": as_of,
+                    "content_hash": content_hash,
+                }
+            )
             continue
         counts["ingested"] += 1
         documents.append(
@@ -261,7 +297,9 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
     stage = staging_dir(lake, batch.run_key, source.name)
     name = f"batch-{batch.index:05d}"
     lake.write_parquet(f"{stage}/parsed/{name}.parquet", pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
-    lake.write_parquet(f"{stage}/quarantine/{name}.parquet", pa.Table.from_pylist(quarantined, QUARANTINE_SCHEMA))
+    lake.write_parquet(
+        f"{stage}/quarantine/{name}.parquet", pa.Table.from_pylist(quarantined, QUARANTINE_SCHEMA)
+    )
     lake.write_json(f"{stage}/counts/{name}.json", counts)
     return counts
 
@@ -328,10 +366,14 @@ def _reason_counts(rejected: pa.Table) -> dict[str, int]:
     if rejected.num_rows == 0:
         return {}
     counts = rejected.group_by("reason").aggregate([("reason", "count")])
-    return dict(zip(counts.column("reason").to_pylist(), counts.column("reason_count").to_pylist(), strict=True))
+    return dict(
+        zip(counts.column("reason").to_pylist(), counts.column("reason_count").to_pylist(), strict=True)
+    )
 
 
-def validate(source: DocumentSource, lake: Lake, run_key: str, max_failure_ratio: float, as_of: datetime) -> dict:
+def validate(
+    source: DocumentSource, lake: Lake, run_key: str, max_failure_ratio: float, as_of: datetime
+) -> dict:
     """Check this run's parsed documents against the bronze contract; quarantine the rows that fail."""
     stage = staging_dir(lake, run_key, source.name)
     parsed = lake.read_staged(f"{stage}/parsed", schema=DOCUMENTS_SCHEMA)
@@ -339,9 +381,16 @@ def validate(source: DocumentSource, lake: Lake, run_key: str, max_failure_ratio
     lake.write_parquet(f"{stage}/validated/documents.parquet", result.passed)
     failed = parsed.take(pa.array(result.failed_rows, pa.int64()))
     rows = [
-        {"doc_id": row["doc_id"], "uri": row["uri"], "reason": reason.split(":", 1)[0], "detail": reason,
-         "seen_at": as_of, "content_hash": row["content_hash"], "size_bytes": row["size_bytes"],
-         "modified_at": row["modified_at"]}
+        {
+            "doc_id": row["doc_id"],
+            "uri": row["uri"],
+            "reason": reason.split(":", 1)[0],
+            "detail": reason,
+            "seen_at": as_of,
+            "content_hash": row["content_hash"],
+            "size_bytes": row["size_bytes"],
+            "modified_at": row["modified_at"],
+        }
         for row, reason in zip(failed.to_pylist(), result.reasons, strict=True)
     ]
     lake.write_parquet(f"{stage}/quarantine/contract.parquet", pa.Table.from_pylist(rows, QUARANTINE_SCHEMA))

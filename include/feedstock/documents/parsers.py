@@ -34,7 +34,9 @@ class Quarantined(Exception):
 class ParsedDocument:
     text: str
     title: str | None = None
-    pages: list[dict[str, int]] = field(default_factory=list)  # [{page, start, end}] character offsets in text
+    pages: list[dict[str, int]] = field(
+        default_factory=list
+    )  # [{page, start, end}] character offsets in text
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,9 @@ class PdfParser(Parser):
         except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
             raise Quarantined("corrupt", f"PDF does not parse: {type(exc).__name__}: {exc}"[:300]) from None
         text = "\n\n".join(parts)
-        title = (metadata.title if metadata and metadata.title else None) or (parts[0].split("\n", 1)[0] if parts else None)
+        title = (metadata.title if metadata and metadata.title else None) or (
+            parts[0].split("\n", 1)[0] if parts else None
+        )
         return ParsedDocument(text=text, title=title.strip() if title else None, pages=pages)
 
 
@@ -236,10 +240,19 @@ class JsonParser(Parser):
     @staticmethod
     def _is_lines(raw: str) -> bool:
         lines = [line for line in raw.splitlines() if line.strip()]
-        return len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines)
+        return len(lines) > 1 and all(
+            line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines
+        )
 
 
-PARSERS: tuple[Parser, ...] = (TextParser(), MarkdownParser(), HtmlParser(), PdfParser(), DocxParser(), JsonParser())
+PARSERS: tuple[Parser, ...] = (
+    TextParser(),
+    MarkdownParser(),
+    HtmlParser(),
+    PdfParser(),
+    DocxParser(),
+    JsonParser(),
+)
 _BY_SUFFIX = {suffix: parser for parser in PARSERS for suffix in parser.suffixes}
 
 
@@ -251,7 +264,9 @@ def parser_for(path: str) -> Parser:
     return parser
 
 
-def parse_document(path: str, data: bytes, options: ParseOptions = ParseOptions()) -> tuple[ParsedDocument, Parser]:
+def parse_document(
+    path: str, data: bytes, options: ParseOptions = ParseOptions()
+) -> tuple[ParsedDocument, Parser]:
     """Parse one file's bytes; raise :class:`Quarantined` when it cannot become a non-empty document."""
     parser = parser_for(path)
     parsed = parser.parse(data, options)

@@ -16,8 +16,8 @@ HANDBOOK = SAMPLE / "handbook"
 JSON_OPTIONS = ParseOptions(text_field="body")
 
 
-def parse(relative: str, options: ParseOptions = ParseOptions()):
-    parsed, parser = parse_document(relative, (HANDBOOK / relative).read_bytes(), options)
+def parse(relative: str, options: ParseOptions | None = None):
+    parsed, parser = parse_document(relative, (HANDBOOK / relative).read_bytes(), options or ParseOptions())
     return parsed, parser
 
 
