@@ -37,6 +37,7 @@ class DocumentSource:
     max_file_mb: float = 50.0
     batch_size: int = 200  # files per mapped parse task
     aws_conn_id: str | None = None
+    access_tags: tuple[str, ...] = ()  # carried onto every chunk, for filtered search
     kind: str = field(default="documents", init=False)
 
 
@@ -51,6 +52,9 @@ class WarehouseSource:
     query: str | None = None
     watermark: str | None = None
     batch_size: int = 50_000  # rows per fetch; bounds the task's memory
+    access_tags: tuple[str, ...] = ()
+    # Renders each row as a document for the feeds: {"title": "...{col}...", "text": "...", "where": "sql"}
+    document: dict[str, str] | None = None
     kind: str = field(default="warehouse", init=False)
 
 
@@ -66,11 +70,38 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Embedding:
+    """Which model embeds chunks. ``provider``: sentence_transformers (offline default), openai, bedrock."""
+
+    provider: str = "sentence_transformers"
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    endpoint: str | None = None  # openai: base URL of an OpenAI-compatible API; bedrock: endpoint override
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    dimensions: int | None = None
+    timeout_s: float = 30.0
+    retries: int = 4
+
+
+@dataclass(frozen=True)
+class Rag:
+    chunk_tokens: int = 200  # the budget, counted with the embedding model's own tokenizer
+    chunk_overlap: int = 32
+    embedding: Embedding = Embedding()
+    golden_set: str | None = None  # YAML list of {question, expected_doc_id | expected_uri}
+    k: int = 5
+    min_recall: float = 0.0  # the run fails when recall@k on the golden set drops below this
+    on_low_recall: str = "fail"  # or "warn"
+    ann_min_rows: int = 5_000  # build an ANN index once the table has this many vectors
+
+
+@dataclass(frozen=True)
 class Config:
     lake: str
     sources: tuple[Source, ...]
     validation: Validation = Validation()
     lake_aws_conn_id: str | None = None
+    rag: Rag = Rag()
 
     def source(self, name: str) -> Source:
         for source in self.sources:
@@ -114,11 +145,24 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
     validation = _build(Validation, raw.get("validation") or {}, "config 'validation'")
     if not 0 <= validation.max_failure_ratio <= 1:
         raise ConfigError("config 'validation': field 'max_failure_ratio' must be between 0 and 1")
+    rag_raw = dict(raw.get("rag") or {})
+    embedding = _build(Embedding, rag_raw.pop("embedding", None) or {}, "config 'rag.embedding'")
+    if embedding.provider not in ("sentence_transformers", "openai", "bedrock"):
+        raise ConfigError(
+            f"config 'rag.embedding': field 'provider' must be sentence_transformers, openai or bedrock, "
+            f"got {embedding.provider!r}"
+        )
+    rag = _build(Rag, {**rag_raw, "embedding": embedding}, "config 'rag'")
+    if rag.golden_set:
+        object.__setattr__(rag, "golden_set", resolve_uri(rag.golden_set, base_dir))
+    if not 0 <= rag.chunk_overlap < rag.chunk_tokens:
+        raise ConfigError("config 'rag': field 'chunk_overlap' must be between 0 and chunk_tokens")
     return Config(
         lake=resolve_uri(str(lake), base_dir),
         sources=tuple(sources),
         validation=validation,
         lake_aws_conn_id=raw.get("lake_aws_conn_id"),
+        rag=rag,
     )
 
 
@@ -133,6 +177,7 @@ def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
         raise ConfigError(f"source '{name}': field 'kind' must be one of {sorted(_KINDS)}, got {kind!r}")
     values = {k: v for k, v in item.items() if k != "kind"}
     source = _build(_KINDS[kind], values, f"source '{name}'")
+    object.__setattr__(source, "access_tags", tuple(source.access_tags or ()))
     if isinstance(source, DocumentSource):
         if not isinstance(source.uri, str) or not source.uri:
             raise ConfigError(f"source '{name}': field 'uri' must be a path or URL")
@@ -149,6 +194,12 @@ def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
             raise ConfigError(f"source '{name}': give exactly one of fields 'table' and 'query'")
         if not source.key:
             raise ConfigError(f"source '{name}': field 'key' is required")
+        if source.document is not None:
+            if not isinstance(source.document, dict) or not source.document.get("text"):
+                raise ConfigError(f"source '{name}': field 'document' needs at least a 'text' template")
+            unknown = sorted(set(source.document) - {"title", "text", "where"})
+            if unknown:
+                raise ConfigError(f"source '{name}': field 'document' has unknown key '{unknown[0]}'")
         _positive(source, "batch_size")
     return source
 
