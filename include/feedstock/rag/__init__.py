@@ -1,0 +1,1 @@
+"""The RAG feed: chunk documents, embed only what changed, keep a LanceDB index, search it, score it."""

