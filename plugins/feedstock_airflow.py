@@ -7,9 +7,14 @@ imports Airflow.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import sys
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, BaseHook
@@ -18,8 +23,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from feedstock.config import Config, ConfigError, load_config
 from feedstock.contracts import ContractViolation
 from feedstock.lake import Lake, S3Settings
+from feedstock.rag.embedders import EmbeddingError
 
-DEFAULT_ARGS = {"retries": 2, "owner": "feedstock"}
+DEFAULT_ARGS = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=float(os.environ.get("FEEDSTOCK_RETRY_DELAY_S", "60"))),
+    "owner": "feedstock",
+}
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -28,7 +38,7 @@ def one_line_errors():
     """Fail the task, without retries, with the one-line message of a configuration or contract error."""
     try:
         yield
-    except (ConfigError, ContractViolation, FileNotFoundError) as exc:
+    except (ConfigError, ContractViolation, FileNotFoundError, EmbeddingError) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -83,3 +93,18 @@ def sqlalchemy_url(conn_id: str):
     return url_for(
         conn.conn_type, conn.host, conn.schema, conn.login, conn.password, conn.port, conn.extra_dejson
     )
+
+
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+DBT_POOL = "feedstock_duckdb"  # one slot: dbt tasks never write one DuckDB file at the same time
+
+
+def dbt_executable() -> str:
+    return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
+
+
+def dbt_run_file(context: dict[str, Any]) -> str:
+    """The run's own DuckDB file, on storage every worker shares (the project's data folder)."""
+    folder = Path(os.environ.get("FEEDSTOCK_DBT_DIR") or DBT_PROJECT.parent / "data" / "dbt")
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"run_{hashlib.sha256(context['run_id'].encode()).hexdigest()[:16]}.duckdb")

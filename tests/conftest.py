@@ -34,6 +34,7 @@ os.environ.update(
     DBT_SEND_ANONYMOUS_USAGE_STATS="False",
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
+    FEEDSTOCK_RETRY_DELAY_S="0",
 )
 for folder in ("dags", "plugins"):
     if str(ROOT / folder) not in sys.path:
@@ -146,3 +147,31 @@ def postgres_db():
     finally:
         admin.cursor().execute(f"drop database if exists {name} with (force)")
         admin.close()
+
+
+@pytest.fixture
+def openai_server():
+    """Start our OpenAI-compatible embeddings server in a given mode; yields a function returning its URL."""
+    import time
+    import urllib.request
+
+    servers = []
+
+    def start(mode: str = "ok") -> str:
+        port = _free_port()
+        servers.append(
+            subprocess.Popen([sys.executable, "-m", "tests.openai_server", str(port), mode], cwd=ROOT)
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):  # loading the model takes a few seconds, longer on a busy machine
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                return f"{url}/v1"
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("embedding server did not start")
+
+    yield start
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)

@@ -25,6 +25,41 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from feedstock.rag.index import json_results, search
+
+    config = load_config()
+    results = search(
+        config, Lake(config.lake), args.question, k=args.k, source=args.source, mode=args.mode, tags=args.tag
+    )
+    if args.json:
+        print(json_results(results))
+        return 0
+    for rank, hit in enumerate(results, 1):
+        where = " > ".join(p for p in (hit["title"], hit["section"]) if p)
+        page = f" (page {hit['page']})" if hit["page"] else ""
+        print(f"{rank}. [{hit['score']:.3f}] {hit['doc_id']}{page}\n   {where}\n   {hit['text'][:240]!s}\n")
+    if not results:
+        print("no results")
+    return 0
+
+
+def cmd_dbt_sources(args: argparse.Namespace) -> int:
+    from feedstock import transform
+
+    config = load_config()
+    if args.check:
+        stale = transform.stale(config)
+        if stale:
+            print(f"feedstock dbt-sources: stale generated files: {', '.join(stale)}", file=sys.stderr)
+            return 1
+        print("dbt sources are up to date")
+        return 0
+    changed = transform.write(config)
+    print("\n".join(f"wrote dbt_project/{path}" for path in changed) or "dbt sources are up to date")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feedstock", description="Inspect the feedstock lake and its feeds."
@@ -33,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="list every dataset in the lake")
     catalog.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     catalog.set_defaults(func=cmd_catalog)
+    search = commands.add_parser("search", help="search the RAG index")
+    search.add_argument("question")
+    search.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
+    search.add_argument("--source", help="only chunks of this source")
+    search.add_argument("--tag", action="append", help="only chunks carrying this access tag (repeatable)")
+    search.add_argument("--mode", choices=["vector", "hybrid"], default="vector")
+    search.add_argument("--json", action="store_true", help="print a JSON list")
+    search.set_defaults(func=cmd_search)
+    dbt = commands.add_parser("dbt-sources", help="write the dbt sources and staging models for the config")
+    dbt.add_argument("--check", action="store_true", help="only report stale files (non-zero exit)")
+    dbt.set_defaults(func=cmd_dbt_sources)
     return parser
 
 
@@ -40,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, OSError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, OSError, ValueError, RuntimeError) as exc:
         print(f"feedstock {args.command}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
 

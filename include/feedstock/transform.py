@@ -37,7 +37,7 @@ DOCUMENT_COLUMNS = """    cast(doc_id as varchar) as doc_id,
 
 
 def _table_path(kind: str, name: str) -> str:
-    return "{{ env_var('FEEDSTOCK_LAKE') }}/bronze/" + f"{kind}/{name}"
+    return "{{ env_var('FEEDSTOCK_LAKE', '') }}/bronze/" + f"{kind}/{name}"
 
 
 def render(config: Config) -> dict[str, str]:
@@ -46,14 +46,25 @@ def render(config: Config) -> dict[str, str]:
     warehouses = [s for s in config.sources if isinstance(s, WarehouseSource)]
     files: dict[str, str] = {}
     tables = [
-        {"name": f"documents__{s.name}", "meta": {"plugin": "delta", "delta_table_path": _table_path("documents", s.name)}}
+        {
+            "name": f"documents__{s.name}",
+            "meta": {"plugin": "delta", "delta_table_path": _table_path("documents", s.name)},
+        }
         for s in documents
     ] + [
-        {"name": f"warehouse__{s.name}", "meta": {"plugin": "delta", "delta_table_path": _table_path("warehouse", s.name)}}
+        {
+            "name": f"warehouse__{s.name}",
+            "meta": {"plugin": "delta", "delta_table_path": _table_path("warehouse", s.name)},
+        }
         for s in warehouses
     ]
     files["models/staging/_sources.yml"] = HEADER + yaml.safe_dump(
-        {"version": 2, "sources": [{"name": "bronze", "description": "The lake's bronze Delta tables.", "tables": tables}]},
+        {
+            "version": 2,
+            "sources": [
+                {"name": "bronze", "description": "The lake's bronze Delta tables.", "tables": tables}
+            ],
+        },
         sort_keys=False,
         width=200,
     )
@@ -84,7 +95,12 @@ def render(config: Config) -> dict[str, str]:
                 "description": f"One row per {s.key} of warehouse source '{s.name}'.",
                 "columns": [
                     {"name": s.key, "data_tests": ["unique", "not_null"]},
-                    {"name": "_op", "data_tests": [{"accepted_values": {"arguments": {"values": ["insert", "update", "delete"]}}}]},
+                    {
+                        "name": "_op",
+                        "data_tests": [
+                            {"accepted_values": {"arguments": {"values": ["insert", "update", "delete"]}}}
+                        ],
+                    },
                 ],
             }
         )
@@ -146,10 +162,19 @@ def _latest_version_test(source: str) -> dict:
 def _template_test(source: WarehouseSource) -> dict:
     import re
 
-    columns = sorted(set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", source.document["text"] + (source.document.get("title") or ""))))
+    columns = sorted(
+        set(
+            re.findall(
+                r"\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                source.document["text"] + (source.document.get("title") or ""),
+            )
+        )
+    )
     row = {column: f"<{column}>" for column in columns}
     # Simple equality filters in `where` (col = 'value') are satisfied by the fixture's live row.
-    row.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*'([^']*)'", source.document.get("where") or "")))
+    row.update(
+        dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*'([^']*)'", source.document.get("where") or ""))
+    )
     row[source.key] = 7
     gone = {**{c: f"<{c}>" for c in columns}, source.key: 8, "_op": "delete"}
     row["_op"] = "insert"
@@ -159,17 +184,28 @@ def _template_test(source: WarehouseSource) -> dict:
             return None
         return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: str(values.get(m.group(1), "")), template)
 
-    given_rows = [{**row, "_ingested_at": "2026-11-01 00:00:00"}, {**gone, "_ingested_at": "2026-11-01 00:00:00"}]
+    given_rows = [
+        {**row, "_ingested_at": "2026-11-01 00:00:00"},
+        {**gone, "_ingested_at": "2026-11-01 00:00:00"},
+    ]
     return {
         "name": f"renders_{source.name}_rows_as_documents",
         "model": "int_warehouse__documents",
         "given": [{"input": f"ref('stg_{source.name}__{source.name}')", "rows": given_rows}],
         "expect": {
             "rows": [
-                {"doc_id": f"{source.name}/7", "title": rendered(source.document.get("title"), row),
-                 "text": rendered(source.document["text"], row), "is_deleted": False},
-                {"doc_id": f"{source.name}/8", "title": rendered(source.document.get("title"), gone),
-                 "text": rendered(source.document["text"], gone), "is_deleted": True},
+                {
+                    "doc_id": f"{source.name}/7",
+                    "title": rendered(source.document.get("title"), row),
+                    "text": rendered(source.document["text"], row),
+                    "is_deleted": False,
+                },
+                {
+                    "doc_id": f"{source.name}/8",
+                    "title": rendered(source.document.get("title"), gone),
+                    "text": rendered(source.document["text"], gone),
+                    "is_deleted": True,
+                },
             ]
         },
     }

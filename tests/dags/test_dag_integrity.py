@@ -18,10 +18,10 @@ def test_no_import_errors(dagbag):
 
 
 def test_expected_dags_present(dagbag):
-    assert {"ingest_documents", "ingest_warehouse"} <= set(dagbag.dag_ids)
+    assert {"ingest_documents", "ingest_warehouse", "rag_feed"} <= set(dagbag.dag_ids)
 
 
-@pytest.mark.parametrize("dag_id", ["ingest_documents", "ingest_warehouse"])
+@pytest.mark.parametrize("dag_id", ["ingest_documents", "ingest_warehouse", "rag_feed"])
 def test_dag_settings(dagbag, dag_id):
     dag = dagbag.get_dag(dag_id)
     assert dag.tags and "feedstock" in dag.tags

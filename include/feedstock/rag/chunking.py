@@ -133,7 +133,6 @@ class Chunker:
         return windows
 
 
-
 def embedding_text(chunk: dict[str, Any]) -> str:
     """What is embedded: the chunk with its document title and section, for context."""
     heading = " > ".join(p for p in (chunk["title"], chunk["section"]) if p)

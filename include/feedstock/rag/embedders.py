@@ -98,14 +98,18 @@ class OpenAIEmbedder(Embedder):
 
         if not self.spec.endpoint:
             raise EmbeddingError("openai embedding needs 'rag.embedding.endpoint' (the API base URL)")
-        headers = {"Authorization": f"Bearer {os.environ.get(self.spec.api_key_env, '')}"}
+        key = os.environ.get(self.spec.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = {"model": self.model, "input": texts}
         if self.spec.dimensions:
             body["dimensions"] = self.spec.dimensions
 
         def call():
             response = httpx.post(
-                f"{self.spec.endpoint.rstrip('/')}/embeddings", json=body, headers=headers, timeout=self.spec.timeout_s
+                f"{self.spec.endpoint.rstrip('/')}/embeddings",
+                json=body,
+                headers=headers,
+                timeout=self.spec.timeout_s,
             )
             response.raise_for_status()
             data = sorted(response.json()["data"], key=lambda d: d["index"])

@@ -110,15 +110,22 @@ def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
     con = duckdb.connect()
     con.register("docs", documents)
     if index is None or index.num_rows == 0:
-        index = pa.table({"chunk_id": pa.array([], pa.string()), "doc_id": pa.array([], pa.string()),
-                          "doc_hash": pa.array([], pa.string())})
+        index = pa.table(
+            {
+                "chunk_id": pa.array([], pa.string()),
+                "doc_id": pa.array([], pa.string()),
+                "doc_hash": pa.array([], pa.string()),
+            }
+        )
     con.register("idx", index)
     changed = con.sql(
         """select d.* from docs d
            where not d.is_deleted and coalesce(trim(d.text), '') <> ''
              and not exists (select 1 from idx i where i.doc_id = d.doc_id and i.doc_hash = d.content_hash)"""
     ).to_arrow_table()
-    live = con.sql("select doc_id from docs where not is_deleted and coalesce(trim(text), '') <> ''").to_arrow_table()
+    live = con.sql(
+        "select doc_id from docs where not is_deleted and coalesce(trim(text), '') <> ''"
+    ).to_arrow_table()
     con.register("live", live)
     con.register("changed", changed.select(["doc_id"]))
     chunker = Chunker(_tokenizer(spec), config.rag.chunk_tokens, config.rag.chunk_overlap)
@@ -127,9 +134,14 @@ def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
         new_chunks.extend(chunker.chunk(doc))
     fresh = pa.Table.from_pylist(new_chunks, CHUNKS_SCHEMA)
     con.register("fresh", fresh.select(["chunk_id"]))
-    to_embed = fresh.filter(pa.array(con.sql(
-        "select f.chunk_id not in (select chunk_id from idx) from fresh f"
-    ).to_arrow_table().column(0).combine_chunks()))
+    to_embed = fresh.filter(
+        pa.array(
+            con.sql("select f.chunk_id not in (select chunk_id from idx) from fresh f")
+            .to_arrow_table()
+            .column(0)
+            .combine_chunks()
+        )
+    )
     removed = con.sql(
         """select chunk_id from idx
            where (doc_id not in (select doc_id from live) or doc_id in (select doc_id from changed))
@@ -165,8 +177,13 @@ def embed_batch(config: Config, lake: Lake, batch_uri: str, model=None) -> int:
     vectors = model.embed(texts)
     dim = vectors.shape[1] if len(vectors) else 0
     flat = pa.array(vectors.reshape(-1), pa.float32())
-    table = chunks.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array([], pa.list_(pa.float32(), 1)))
-    table = table.append_column("model", pa.array([model_version(config.rag.embedding)] * table.num_rows, pa.string()))
+    table = chunks.append_column(
+        "vector",
+        pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array([], pa.list_(pa.float32(), 1)),
+    )
+    table = table.append_column(
+        "model", pa.array([model_version(config.rag.embedding)] * table.num_rows, pa.string())
+    )
     lake.write_parquet(batch_uri.replace("/chunks/", "/embedded/"), table)
     return table.num_rows
 
@@ -189,7 +206,9 @@ def validate(config: Config, lake: Lake, run_key: str) -> dict[str, int]:
         if len(dims) > 1:
             problems.append(f"vectors of different dimensions {sorted(dims)}")
         if problems:
-            raise contracts.ContractViolation(f"rag embeddings in {uri.rsplit('/', 1)[1]}: " + "; ".join(problems))
+            raise contracts.ContractViolation(
+                f"rag embeddings in {uri.rsplit('/', 1)[1]}: " + "; ".join(problems)
+            )
     return {"checked": checked, "dimension": dims.pop() if dims else 0}
 
 
@@ -229,8 +248,14 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
             has_ann = any(i.index_type.startswith("IVF") for i in table.list_indices())
             if not has_ann or stats["embedded"] > rows * 0.2:
                 partitions = max(1, int(math.sqrt(rows)))
-                table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
-                                   num_partitions=partitions, num_sub_vectors=_sub_vectors(table), replace=True)
+                table.create_index(
+                    metric="cosine",
+                    vector_column_name="vector",
+                    index_type="IVF_PQ",
+                    num_partitions=partitions,
+                    num_sub_vectors=_sub_vectors(table),
+                    replace=True,
+                )
             else:
                 table.optimize()  # fold the new rows into the existing ANN index
     return {"table": name, "version": table.version, **stats}
@@ -242,8 +267,13 @@ def _sub_vectors(table) -> int:
 
 
 def release(
-    config: Config, lake: Lake, run_key: str, built: dict[str, Any], produced_by: dict[str, str],
-    inputs: list[str], scores: dict[str, float],
+    config: Config,
+    lake: Lake,
+    run_key: str,
+    built: dict[str, Any],
+    produced_by: dict[str, str],
+    inputs: list[str],
+    scores: dict[str, float],
 ) -> dict[str, Any]:
     """Record the release in ``rag.index`` (one commit) and switch the search pointer to the built version."""
     stage = stage_dir(lake, run_key)
@@ -256,12 +286,19 @@ def release(
     if changed or pointer is None or pointer.get("version") != built["version"]:
         embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
         removed = lake.read_staged(stage, "removed.parquet")
-        _record(lake, embedded, removed, bool(stats["full_rebuild"]), Commit(produced_by, tuple(inputs), stats))
+        _record(
+            lake, embedded, removed, bool(stats["full_rebuild"]), Commit(produced_by, tuple(inputs), stats)
+        )
         lake.write_json(
             pointer_uri(lake),
-            {"table": built["table"], "version": built["version"], "model_version": model_version(config.rag.embedding),
-             "provider": config.rag.embedding.provider, "model": config.rag.embedding.model,
-             "index_version": lake.version(INDEX_TABLE)},
+            {
+                "table": built["table"],
+                "version": built["version"],
+                "model_version": model_version(config.rag.embedding),
+                "provider": config.rag.embedding.provider,
+                "model": config.rag.embedding.model,
+                "index_version": lake.version(INDEX_TABLE),
+            },
         )
     lake.clear(stage)
     return stats
@@ -274,22 +311,39 @@ def _record(lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: b
     if rebuild or lake.table(INDEX_TABLE) is None:
         if embedded is None:
             return
-        write_deltalake(lake.uri(INDEX_TABLE), embedded, mode="overwrite", schema_mode="overwrite",
-                        storage_options=lake.storage_options, commit_properties=commit.properties())
+        write_deltalake(
+            lake.uri(INDEX_TABLE),
+            embedded,
+            mode="overwrite",
+            schema_mode="overwrite",
+            storage_options=lake.storage_options,
+            commit_properties=commit.properties(),
+        )
         return
     if embedded is None and removed.num_rows == 0:
         return
     target = lake.table(INDEX_TABLE)
     schema = pa.schema(target.schema())
-    marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column("_remove", pa.array([True] * removed.num_rows))
+    marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column(
+        "_remove", pa.array([True] * removed.num_rows)
+    )
     source = pa.concat_tables(
-        [(embedded or schema.empty_table()).append_column("_remove", pa.array([False] * (embedded.num_rows if embedded else 0))),
-         marks],
+        [
+            (embedded or schema.empty_table()).append_column(
+                "_remove", pa.array([False] * (embedded.num_rows if embedded else 0))
+            ),
+            marks,
+        ],
         promote_options="default",
     )
     (
-        target.merge(source, predicate="t.chunk_id = s.chunk_id", source_alias="s", target_alias="t",
-                     commit_properties=commit.properties())
+        target.merge(
+            source,
+            predicate="t.chunk_id = s.chunk_id",
+            source_alias="s",
+            target_alias="t",
+            commit_properties=commit.properties(),
+        )
         .when_matched_delete(predicate="s._remove")
         .when_not_matched_insert_all(predicate="not s._remove", except_cols=["_remove"])
         .execute()
@@ -307,8 +361,14 @@ def _query_embedder(spec: Embedding):
 
 
 def search(
-    config: Config, lake: Lake, query: str, k: int = 5, source: str | None = None, mode: str = "vector",
-    tags: list[str] | None = None, at: dict[str, Any] | None = None,
+    config: Config,
+    lake: Lake,
+    query: str,
+    k: int = 5,
+    source: str | None = None,
+    mode: str = "vector",
+    tags: list[str] | None = None,
+    at: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k chunks for a question from the released index (or from ``at``: a built, unreleased version)."""
     pointer = at or read_pointer(lake)
@@ -364,11 +424,17 @@ def evaluate(config: Config, lake: Lake, built: dict[str, Any]) -> dict[str, flo
                 docs.append(r[field])
         docs = docs[:k]
         expected = item.get("expected_doc_id") or item.get("expected_uri")
-        match = next((rank for rank, d in enumerate(docs, 1) if d == expected or d.endswith(str(expected))), None)
+        match = next(
+            (rank for rank, d in enumerate(docs, 1) if d == expected or d.endswith(str(expected))), None
+        )
         hits += match is not None
         reciprocal += 1 / match if match else 0.0
     n = max(len(golden), 1)
-    return {f"recall_at_{k}": round(hits / n, 4), "mrr": round(reciprocal / n, 4), "golden_questions": len(golden)}
+    return {
+        f"recall_at_{k}": round(hits / n, 4),
+        "mrr": round(reciprocal / n, 4),
+        "golden_questions": len(golden),
+    }
 
 
 def read_documents(duckdb_path: str) -> pa.Table:

