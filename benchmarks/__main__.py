@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_ingest, bench_warehouse
+from benchmarks import bench_ingest, bench_rag, bench_warehouse
 
-SUITES = {"ingest": bench_ingest.run, "warehouse": bench_warehouse.run}
+SUITES = {"ingest": bench_ingest.run, "warehouse": bench_warehouse.run, "rag": bench_rag.run}
 
 
 def main(names: list[str]) -> None:

@@ -150,7 +150,7 @@ def rag_feed():
         print(f"rag release: {stats}")
         return stats
 
-    @task(trigger_rule="all_done")
+    @task
     def cleanup(prepared: dict) -> None:
         import os
 
@@ -165,7 +165,8 @@ def rag_feed():
     built = build()
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
-    done >> cleanup(prepared)
+    # A teardown: runs whatever happened, and does not decide the run's state.
+    done >> cleanup(prepared).as_teardown(setups=prepared)
 
 
 rag_feed()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -92,3 +93,60 @@ def test_incremental_rag_feed(rag_project):
 def test_search_before_the_first_run(rag_project):
     with pytest.raises(index.IndexNotReady, match="run the rag_feed DAG first"):
         index.search(load_config(), Lake(rag_project.lake), "anything")
+
+
+def switch_model(project, **embedding) -> None:
+    raw = yaml.safe_load(project.config.read_text())
+    raw["rag"]["embedding"] = {**raw["rag"]["embedding"], **embedding}
+    project.config.write_text(yaml.safe_dump(raw))
+
+
+def test_model_switch_is_blue_green_and_a_failing_provider_publishes_nothing(rag_project, openai_server):
+    lake = Lake(rag_project.lake)
+    ingest_and_refresh(10)
+    blue = index.read_pointer(lake)
+    question = "How many days of PTO do new employees get?"
+
+    # A provider that keeps failing: the run fails with a clear message and search still serves the old index.
+    switch_model(
+        rag_project,
+        provider="openai",
+        model="minilm-remote",
+        endpoint=openai_server("error"),
+        retries=1,
+        timeout_s=2,
+    )
+    run = run_dag("rag_feed", day=11)
+    assert run.state == "failed" and task_states(run)["embed[0]"] == "failed"
+    assert index.read_pointer(lake) == blue
+    assert index.search(load_config(), lake, question, k=1)[0]["doc_id"] == "handbook/policies/pto_policy.md"
+
+    # The same switch against a healthy endpoint builds a new table beside the old one, then switches over.
+    switch_model(rag_project, endpoint=openai_server("ok"), timeout_s=120)
+    config = load_config()
+    planned = index.plan(config, lake, _mart(), "manual-switch")
+    assert planned.stats["full_rebuild"] == 1 and planned.stats["reused"] == 0
+    for batch in planned.batches:
+        index.embed_batch(config, lake, batch)
+    built = index.build(config, lake, "manual-switch")
+    assert built["table"] != blue["table"]
+    assert index.read_pointer(lake) == blue  # built, not released: search still reads the old table
+    index.release(config, lake, "manual-switch", built, {"dag_id": "test"}, [], {})
+    green = index.read_pointer(lake)
+    assert green["table"] == built["table"] and green["provider"] == "openai"
+    assert index.search(config, lake, question, k=1)[0]["doc_id"] == "handbook/policies/pto_policy.md"
+    assert lake.last_commit(index.INDEX_TABLE)["stats"]["full_rebuild"] == 1
+
+
+def _mart() -> pa.Table:
+    """The documents the last rag_feed run saw, rebuilt from the lake the same way the mart does."""
+    import duckdb
+
+    lake = Lake(load_config().lake)
+    con = duckdb.connect()
+    con.register("docs", lake.read("bronze.documents.handbook"))
+    return con.sql(
+        """select doc_id, source, uri, coalesce(title, doc_id) as title, text, mime_type, content_hash, is_deleted,
+                  cast(to_json(pages) as varchar) as pages_json, 'internal' as access_tags
+           from docs qualify row_number() over (partition by doc_id order by doc_version desc) = 1"""
+    ).to_arrow_table()

@@ -54,7 +54,7 @@ class Embedder:
                 if attempt == self.spec.retries:
                     raise EmbeddingError(
                         f"{self.provider} embedding with model {self.model!r} failed after {attempt + 1} attempts "
-                        f"({what}): {type(exc).__name__}: {str(exc)[:200]}"
+                        f"({what}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
                     ) from None
                 time.sleep(delay)
                 delay *= 2
@@ -115,8 +115,11 @@ class OpenAIEmbedder(Embedder):
             data = sorted(response.json()["data"], key=lambda d: d["index"])
             return [d["embedding"] for d in data]
 
-        vectors = np.asarray(self._retry(call, f"{len(texts)} texts"), dtype=np.float32)
-        return _normalize(vectors)
+        vectors = []
+        for start in range(0, len(texts), self.spec.batch_size):  # one request per batch
+            body["input"] = texts[start : start + self.spec.batch_size]
+            vectors += self._retry(call, f"{len(body['input'])} texts")
+        return _normalize(np.asarray(vectors, dtype=np.float32))
 
 
 class BedrockEmbedder(Embedder):

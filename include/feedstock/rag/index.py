@@ -297,6 +297,7 @@ def release(
                 "model_version": model_version(config.rag.embedding),
                 "provider": config.rag.embedding.provider,
                 "model": config.rag.embedding.model,
+                "embedding": dict(config.rag.embedding.__dict__),
                 "index_version": lake.version(INDEX_TABLE),
             },
         )
@@ -380,7 +381,10 @@ def search(
         raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
     table = _connect(lake).open_table(pointer["table"])
     table.checkout(pointer["version"])
-    vector = _query_embedder(config.rag.embedding).embed([query])[0]
+    # Queries are embedded by the model of the index being read: during a model switch the configuration
+    # already names the new model while search still serves the old index.
+    spec = Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
+    vector = _query_embedder(spec).embed([query])[0]
     filters = []
     if source:
         filters.append(f"source = '{source}'")
@@ -416,7 +420,8 @@ def evaluate(config: Config, lake: Lake, built: dict[str, Any]) -> dict[str, flo
         golden = yaml.safe_load(handle) or []
     k, hits, reciprocal = config.rag.k, 0, 0.0
     for item in golden:
-        results = search(config, lake, item["question"], k=k * 4, at=built)
+        at = {**built, "embedding": dict(config.rag.embedding.__dict__)}
+        results = search(config, lake, item["question"], k=k * 4, at=at)
         field = "doc_id" if "expected_doc_id" in item else "uri"
         docs: list[str] = []
         for r in results:
