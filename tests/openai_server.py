@@ -1,4 +1,6 @@
-"""A small OpenAI-compatible embeddings server for tests: real vectors from the packaged MiniLM model.
+"""A small embeddings server for tests, speaking the OpenAI ``/embeddings`` API and Bedrock's ``InvokeModel``.
+
+Real vectors come from the packaged MiniLM model.
 
 Run as ``python -m tests.openai_server PORT [MODE]``. MODE ``ok`` serves embeddings, ``error`` answers 500 to
 every request, ``slow`` sleeps past any client timeout. It speaks the API's wire format, so the provider under
@@ -39,6 +41,10 @@ def main(port: int, mode: str) -> None:
                 return
             if mode == "slow":
                 time.sleep(30)
+            if self.path.startswith("/model/") and self.path.endswith("/invoke"):  # Bedrock InvokeModel
+                vector = model.encode([body["inputText"]], normalize_embeddings=True)[0].tolist()
+                self._send({"embedding": vector, "inputTextTokenCount": len(body["inputText"].split())})
+                return
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             vectors = model.encode(texts, normalize_embeddings=True).tolist()
             payload = {
@@ -47,6 +53,9 @@ def main(port: int, mode: str) -> None:
                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": 0, "total_tokens": 0},
             }
+            self._send(payload)
+
+        def _send(self, payload: dict) -> None:
             data = json.dumps(payload).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

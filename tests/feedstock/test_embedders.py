@@ -27,3 +27,14 @@ def test_failing_provider_retries_then_fails_with_one_line(openai_server, mode):
         embedder(spec).embed(["hello"])
     message = str(error.value)
     assert "after 3 attempts" in message and "\n" not in message
+
+
+def test_bedrock_provider_over_the_invoke_model_api(openai_server, monkeypatch):
+    url = openai_server("ok").removesuffix("/v1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    remote = embedder(Embedding(provider="bedrock", model="amazon.titan-embed-text-v2:0", endpoint=url))
+    vectors = remote.embed(["Which Relay version added SSO?", "How long is the free trial?"])
+    local = embedder(Embedding()).embed(["Which Relay version added SSO?", "How long is the free trial?"])
+    assert vectors.shape == (2, 384) and np.allclose((vectors * local).sum(axis=1), 1.0, atol=1e-3)
