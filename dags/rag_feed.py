@@ -93,8 +93,7 @@ def rag_feed():
         from feedstock.rag import index
 
         cfg, context = fa.config(), get_current_context()
-        documents = index.read_documents(prepared["env"]["FEEDSTOCK_DUCKDB"])
-        planned = index.plan(cfg, fa.lake(cfg), documents, fa.run_key(context))
+        planned = index.plan(cfg, fa.lake(cfg), prepared["env"]["FEEDSTOCK_DUCKDB"], fa.run_key(context))
         print(f"rag plan: {planned.stats}")
         return planned.batches
 

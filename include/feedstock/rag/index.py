@@ -98,8 +98,12 @@ class Plan:
     stats: dict[str, int]
 
 
-def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
-    """Work out what to embed and what to remove, from the mart's documents and the released index."""
+def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) -> Plan:
+    """Work out what to embed and what to remove, from the mart's documents and the released index.
+
+    ``documents`` is the ``rag_documents`` mart: a run's DuckDB file (read-only; only the ids and hashes of all
+    documents and the texts of changed ones are read, in batches) or an Arrow table.
+    """
     from feedstock.rag.chunking import Chunker
 
     spec, stage = config.rag.embedding, stage_dir(lake, run_key)
@@ -108,7 +112,11 @@ def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
     same_model = pointer is not None and pointer["model_version"] == model_version(spec)
     index = lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash"]) if same_model else None
     con = duckdb.connect()
-    con.register("docs", documents)
+    if isinstance(documents, str):
+        con.execute(f"attach '{documents}' as mart (read_only)")
+        con.execute("create view docs as select * from mart.rag_documents")
+    else:
+        con.register("docs", documents)
     if index is None or index.num_rows == 0:
         index = pa.table(
             {
@@ -118,20 +126,21 @@ def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
             }
         )
     con.register("idx", index)
-    changed = con.sql(
-        """select d.* from docs d
-           where not d.is_deleted and coalesce(trim(d.text), '') <> ''
-             and not exists (select 1 from idx i where i.doc_id = d.doc_id and i.doc_hash = d.content_hash)"""
-    ).to_arrow_table()
-    live = con.sql(
-        "select doc_id from docs where not is_deleted and coalesce(trim(text), '') <> ''"
-    ).to_arrow_table()
-    con.register("live", live)
-    con.register("changed", changed.select(["doc_id"]))
+    con.execute(
+        "create temp table live as select doc_id, content_hash from docs "
+        "where not is_deleted and coalesce(trim(text), '') <> ''"
+    )
+    con.execute(
+        """create temp table changed as select l.doc_id from live l
+           where not exists (select 1 from idx i where i.doc_id = l.doc_id and i.doc_hash = l.content_hash)"""
+    )
     chunker = Chunker(_tokenizer(spec), config.rag.chunk_tokens, config.rag.chunk_overlap)
-    new_chunks: list[dict] = []
-    for doc in changed.to_pylist():
-        new_chunks.extend(chunker.chunk(doc))
+    new_chunks: list[
+        dict
+    ] = []  # only the changed documents' chunks: memory follows the change, not the corpus
+    for batch in con.sql("select d.* from docs d semi join changed c using (doc_id)").to_arrow_reader(500):
+        for doc in batch.to_pylist():
+            new_chunks.extend(chunker.chunk(doc))
     fresh = pa.Table.from_pylist(new_chunks, CHUNKS_SCHEMA)
     con.register("fresh", fresh.select(["chunk_id"]))
     to_embed = fresh.filter(
@@ -149,8 +158,8 @@ def plan(config: Config, lake: Lake, documents: pa.Table, run_key: str) -> Plan:
     ).to_arrow_table()
     kept = index.num_rows - removed.num_rows
     stats = {
-        "documents": live.num_rows,
-        "documents_changed": changed.num_rows,
+        "documents": con.execute("select count(*) from live").fetchone()[0],
+        "documents_changed": con.execute("select count(*) from changed").fetchone()[0],
         "chunks_total": kept + to_embed.num_rows,
         "embedded": to_embed.num_rows,
         "reused": kept,
@@ -440,15 +449,6 @@ def evaluate(config: Config, lake: Lake, built: dict[str, Any]) -> dict[str, flo
         "mrr": round(reciprocal / n, 4),
         "golden_questions": len(golden),
     }
-
-
-def read_documents(duckdb_path: str) -> pa.Table:
-    """The rag_documents mart from a run's DuckDB file (read-only, so it never takes the writer lock)."""
-    con = duckdb.connect(duckdb_path, read_only=True)
-    try:
-        return con.sql("select * from rag_documents").to_arrow_table()
-    finally:
-        con.close()
 
 
 def json_results(results: list[dict[str, Any]]) -> str:
