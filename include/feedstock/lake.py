@@ -146,11 +146,18 @@ class Lake:
 
     def append(self, name: str, data: pa.Table | pa.RecordBatchReader, commit: Commit) -> int:
         """Append rows in one commit (creating the table, or adding new columns, as needed)."""
+        return self._write(name, data, commit, mode="append", schema_mode="merge")
+
+    def replace(self, name: str, data: pa.Table | pa.RecordBatchReader, commit: Commit) -> int:
+        """Replace the table's rows and schema in one commit (earlier versions stay readable)."""
+        return self._write(name, data, commit, mode="overwrite", schema_mode="overwrite")
+
+    def _write(self, name: str, data, commit: Commit, mode: str, schema_mode: str) -> int:
         write_deltalake(
             self.uri(name),
             data,
-            mode="append",
-            schema_mode="merge",
+            mode=mode,
+            schema_mode=schema_mode,
             storage_options=self.storage_options,
             target_file_size=TARGET_FILE_SIZE,
             writer_properties=WRITER,
@@ -215,6 +222,11 @@ class Lake:
         with fs.open(path, "wb") as handle:
             pq.write_table(table, handle)
         return uri
+
+    def read_parquet(self, uri: str, schema: pa.Schema | None = None) -> pa.Table:
+        fs, path = filesystem(uri, self.s3)
+        with fs.open(path, "rb") as handle:
+            return pq.read_table(handle, schema=schema)
 
     def staged_files(self, uri: str, pattern: str = "*.parquet") -> list[str]:
         """URIs of the staged files in a folder that match ``pattern``, sorted."""

@@ -271,7 +271,7 @@ def validate(
     schema = contracts.bronze_warehouse(source.key)
     checked = failed = 0
     for path in lake.staged_files(f"{stage}/rows"):
-        batch = lake.read_staged(path.rsplit("/", 1)[0], path.rsplit("/", 1)[1])
+        batch = lake.read_parquet(path)
         result = contracts.check(batch, schema)
         checked += result.checked
         if not result.failed_rows:

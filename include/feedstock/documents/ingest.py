@@ -358,8 +358,7 @@ def commit(
 
 def validated_failures(lake: Lake, stage: str) -> int:
     path = f"{stage}/validation.json"
-    fs, inner = filesystem(path, lake.s3)
-    return lake.read_json(path)["failed"] if fs.exists(inner) else 0
+    return lake.read_json(path)["failed"] if lake.exists(path) else 0
 
 
 def _reason_counts(rejected: pa.Table) -> dict[str, int]:

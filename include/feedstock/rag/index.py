@@ -181,7 +181,7 @@ def embed_batch(config: Config, lake: Lake, batch_uri: str, model=None) -> int:
     from feedstock.rag.chunking import embedding_text
 
     model = model or embedder(config.rag.embedding)
-    chunks = lake.read_staged(batch_uri.rsplit("/", 1)[0], batch_uri.rsplit("/", 1)[1], CHUNKS_SCHEMA)
+    chunks = lake.read_parquet(batch_uri, CHUNKS_SCHEMA)
     texts = [embedding_text(c) for c in chunks.select(["title", "section", "text"]).to_pylist()]
     vectors = model.embed(texts)
     dim = vectors.shape[1] if len(vectors) else 0
@@ -202,7 +202,7 @@ def validate(config: Config, lake: Lake, run_key: str) -> dict[str, int]:
     stage = stage_dir(lake, run_key)
     checked, dims = 0, set()
     for uri in lake.staged_files(f"{stage}/embedded"):
-        table = lake.read_staged(uri.rsplit("/", 1)[0], uri.rsplit("/", 1)[1])
+        table = lake.read_parquet(uri)
         checked += table.num_rows
         vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
         dim = table.schema.field("vector").type.list_size
@@ -229,7 +229,7 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
     db = _connect(lake)
     pointer = read_pointer(lake)
     embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
-    removed = lake.read_staged(stage, "removed.parquet").column("chunk_id").to_pylist()
+    removed = lake.read_parquet(f"{stage}/removed.parquet").column("chunk_id").to_pylist()
     if name in db.table_names():
         table = db.open_table(name)
         released = pointer["version"] if pointer and pointer["table"] == name else None
@@ -294,7 +294,7 @@ def release(
         return stats
     if changed or pointer is None or pointer.get("version") != built["version"]:
         embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
-        removed = lake.read_staged(stage, "removed.parquet")
+        removed = lake.read_parquet(f"{stage}/removed.parquet")
         _record(
             lake, embedded, removed, bool(stats["full_rebuild"]), Commit(produced_by, tuple(inputs), stats)
         )
@@ -316,19 +316,9 @@ def release(
 
 def _record(lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: bool, commit: Commit) -> None:
     """``rag.index`` in one Delta commit: new chunks in, removed chunks out (a model change rewrites it)."""
-    from deltalake import write_deltalake
-
     if rebuild or lake.table(INDEX_TABLE) is None:
-        if embedded is None:
-            return
-        write_deltalake(
-            lake.uri(INDEX_TABLE),
-            embedded,
-            mode="overwrite",
-            schema_mode="overwrite",
-            storage_options=lake.storage_options,
-            commit_properties=commit.properties(),
-        )
+        if embedded is not None:
+            lake.replace(INDEX_TABLE, embedded, commit)
         return
     if embedded is None and removed.num_rows == 0:
         return
