@@ -28,7 +28,7 @@ from airflow.sdk import (
     get_current_context,
     task,
 )
-from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode
 
 import feedstock_airflow as fa
@@ -52,15 +52,8 @@ DBT_ENV = "{{ ti.xcom_pull(task_ids='prepare')['env'] }}"
 def rag_feed():
     @task
     def prepare() -> dict:
-        from feedstock import transform
-        from feedstock.config import ConfigError
-
         cfg, context = fa.config(), get_current_context()
-        with fa.one_line_errors():
-            if stale := transform.stale(cfg):
-                raise ConfigError(
-                    f"dbt sources are stale ({stale[0]}): run `feedstock dbt-sources` and commit"
-                )
+        fa.check_dbt_sources(cfg)
         lake = fa.lake(cfg)
         inputs = [lake.pinned(name) for name in lake.tables() if name.startswith("bronze.")]
         env = {
@@ -73,11 +66,7 @@ def rag_feed():
     transform = DbtTaskGroup(
         group_id="transform",
         project_config=ProjectConfig(fa.DBT_PROJECT),
-        profile_config=ProfileConfig(
-            profile_name="feedstock",
-            target_name="lake",
-            profiles_yml_filepath=fa.DBT_PROJECT / "profiles.yml",
-        ),
+        profile_config=fa.dbt_profile(),
         execution_config=ExecutionConfig(
             dbt_executable_path=fa.dbt_executable(), invocation_mode=InvocationMode.SUBPROCESS
         ),
@@ -149,15 +138,6 @@ def rag_feed():
         print(f"rag release: {stats}")
         return stats
 
-    @task
-    def cleanup(prepared: dict) -> None:
-        import os
-
-        path = prepared["env"]["FEEDSTOCK_DUCKDB"]
-        for suffix in ("", ".wal"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
-
     prepared = prepare()
     batches = plan(prepared)
     prepared >> transform >> batches
@@ -165,7 +145,7 @@ def rag_feed():
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
     # A teardown: runs whatever happened, and does not decide the run's state.
-    done >> cleanup(prepared).as_teardown(setups=prepared)
+    done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 
 
 rag_feed()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, BaseHook
+from airflow.sdk import Asset, BaseHook, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from feedstock.config import Config, ConfigError, load_config
@@ -45,6 +45,21 @@ def one_line_errors():
 def config() -> Config:
     with one_line_errors():
         return load_config()
+
+
+def pretrain_config() -> Config:
+    """The configuration, with the run's ``sources`` param (from a UI trigger) narrowing the pretraining feed."""
+    import dataclasses
+
+    cfg = config()
+    chosen = (get_current_context().get("params") or {}).get("sources") or []
+    if not chosen:
+        return cfg
+    with one_line_errors():
+        unknown = [name for name in chosen if name not in {s.name for s in cfg.sources}]
+        if unknown:
+            raise ConfigError(f"param 'sources': unknown source '{unknown[0]}'")
+    return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, sources=tuple(chosen)))
 
 
 def s3_settings(conn_id: str | None) -> S3Settings:
@@ -97,6 +112,32 @@ def sqlalchemy_url(conn_id: str):
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT_POOL = "feedstock_duckdb"  # one slot: dbt tasks never write one DuckDB file at the same time
+
+
+def dbt_profile():
+    from cosmos import ProfileConfig
+
+    return ProfileConfig(
+        profile_name="feedstock", target_name="lake", profiles_yml_filepath=DBT_PROJECT / "profiles.yml"
+    )
+
+
+def check_dbt_sources(cfg: Config) -> None:
+    """The generated dbt sources must match the configuration (``feedstock dbt-sources`` writes them)."""
+    from feedstock import transform
+
+    with one_line_errors():
+        if stale := transform.stale(cfg):
+            raise ConfigError(f"dbt sources are stale ({stale[0]}): run `feedstock dbt-sources` and commit")
+
+
+@task
+def cleanup_run_file(prepared: dict) -> None:
+    """Teardown: delete the run's DuckDB file, whatever happened to the run."""
+    path = prepared["env"]["FEEDSTOCK_DUCKDB"]
+    for suffix in ("", ".wal"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
 
 
 def dbt_executable() -> str:

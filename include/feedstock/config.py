@@ -58,8 +58,25 @@ class WarehouseSource:
     kind: str = field(default="warehouse", init=False)
 
 
-Source = DocumentSource | WarehouseSource
-_KINDS: dict[str, type] = {"documents": DocumentSource, "warehouse": WarehouseSource}
+@dataclass(frozen=True)
+class CorpusSource:
+    """A large text corpus in object storage, for continued pretraining: JSONL (plain, .gz, .zst) or Parquet."""
+
+    name: str
+    uri: str
+    format: str = "jsonl"  # jsonl (plain, .gz or .zst) or parquet
+    text_field: str = "text"
+    id_field: str | None = "id"  # without it a record's id is its position in the file
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+    part_mb: float = 256.0  # a plain .jsonl or a Parquet file larger than this is split into parts (shards)
+    aws_conn_id: str | None = None
+    access_tags: tuple[str, ...] = ()
+    kind: str = field(default="corpus", init=False)
+
+
+Source = DocumentSource | WarehouseSource | CorpusSource
+_KINDS: dict[str, type] = {"documents": DocumentSource, "warehouse": WarehouseSource, "corpus": CorpusSource}
 
 
 @dataclass(frozen=True)
@@ -96,12 +113,53 @@ class Rag:
 
 
 @dataclass(frozen=True)
+class MinHash:
+    """Fuzzy dedup: word shingles, MinHash permutations, LSH bands x rows, and the Jaccard a pair must reach."""
+
+    shingle_size: int = 3
+    num_perm: int = 128
+    bands: int = 42
+    rows: int = 3
+    threshold: float = 0.4  # candidate pairs from LSH are kept only if their estimated Jaccard reaches this
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Pretrain:
+    """The continued-pretraining feed. Every stage can be switched off or tuned; see the README."""
+
+    sources: tuple[str, ...] | None = (
+        None  # default: every documents, warehouse (with a template) and corpus source
+    )
+    batch_size: int = 1_000  # documents per streamed batch: bounds a shard task's memory
+    normalize: dict[str, Any] = field(
+        default_factory=dict
+    )  # ftfy, boilerplate_min_docs, boilerplate_min_chars
+    language: dict[str, Any] | None = field(default_factory=dict)  # allow, min_score, languages; None = off
+    quality: dict[str, Any] = field(
+        default_factory=lambda: {"gopher_repetition": {}, "gopher_quality": {}, "c4": False, "fineweb": {}}
+    )
+    pii: dict[str, Any] | None = field(default_factory=dict)  # types; None = off
+    exact_dedup: bool = True
+    minhash: MinHash | None = MinHash()  # None = no fuzzy dedup
+    dedup_partitions: int = 4  # exact-dedup partitions (one mapped task each)
+    decontamination: dict[str, Any] | None = None  # eval_sets: [paths], ngram: 13, text_field: text
+    tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken", "name": "cl100k_base"})
+    weights: dict[str, float] = field(
+        default_factory=dict
+    )  # per source; 2.0 repeats each doc twice, 0.5 keeps half
+    seed: int = 42  # the deterministic shuffle
+    output_shards: int = 4  # token/text shards per release
+
+
+@dataclass(frozen=True)
 class Config:
     lake: str
     sources: tuple[Source, ...]
     validation: Validation = Validation()
     lake_aws_conn_id: str | None = None
     rag: Rag = Rag()
+    pretrain: Pretrain = Pretrain()
 
     def source(self, name: str) -> Source:
         for source in self.sources:
@@ -163,7 +221,44 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
         validation=validation,
         lake_aws_conn_id=raw.get("lake_aws_conn_id"),
         rag=rag,
+        pretrain=_parse_pretrain(raw.get("pretrain") or {}, sources, base_dir),
     )
+
+
+def _parse_pretrain(raw: dict[str, Any], sources: list[Source], base_dir: Path) -> Pretrain:
+    where = "config 'pretrain'"
+    raw = dict(raw)
+    minhash = raw.pop("minhash", {})
+    minhash = None if minhash is None or minhash is False else _build(MinHash, minhash, f"{where}.minhash")
+    if minhash is not None:
+        if minhash.bands * minhash.rows > minhash.num_perm:
+            raise ConfigError(f"{where}.minhash: bands x rows must not exceed num_perm")
+        if minhash.shingle_size < 1 or not 0 < minhash.threshold <= 1:
+            raise ConfigError(f"{where}.minhash: shingle_size must be >= 1 and threshold in (0, 1]")
+    pretrain = _build(Pretrain, {**raw, "minhash": minhash}, where)
+    names = {s.name for s in sources}
+    if pretrain.sources is not None:
+        unknown = [n for n in pretrain.sources if n not in names]
+        if unknown:
+            raise ConfigError(f"{where}: field 'sources' names unknown source '{unknown[0]}'")
+        object.__setattr__(pretrain, "sources", tuple(pretrain.sources))
+    unknown = [n for n in pretrain.weights if n not in names]
+    if unknown:
+        raise ConfigError(f"{where}: field 'weights' names unknown source '{unknown[0]}'")
+    if any(not isinstance(w, (int, float)) or w < 0 for w in pretrain.weights.values()):
+        raise ConfigError(f"{where}: field 'weights' must map sources to numbers >= 0")
+    for attr in ("batch_size", "dedup_partitions", "output_shards"):
+        if not isinstance(getattr(pretrain, attr), int) or getattr(pretrain, attr) < 1:
+            raise ConfigError(f"{where}: field '{attr}' must be a positive integer")
+    tokenizer = dict(pretrain.tokenizer)
+    if tokenizer.get("kind") == "huggingface" and tokenizer.get("path"):
+        tokenizer["path"] = resolve_uri(str(tokenizer["path"]), base_dir)
+    object.__setattr__(pretrain, "tokenizer", tokenizer)
+    if pretrain.decontamination:
+        sets = pretrain.decontamination.get("eval_sets") or []
+        resolved = [resolve_uri(str(p), base_dir) for p in sets]
+        object.__setattr__(pretrain, "decontamination", {**pretrain.decontamination, "eval_sets": resolved})
+    return pretrain
 
 
 def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
@@ -178,7 +273,7 @@ def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
     values = {k: v for k, v in item.items() if k != "kind"}
     source = _build(_KINDS[kind], values, f"source '{name}'")
     object.__setattr__(source, "access_tags", tuple(source.access_tags or ()))
-    if isinstance(source, DocumentSource):
+    if isinstance(source, (DocumentSource, CorpusSource)):
         if not isinstance(source.uri, str) or not source.uri:
             raise ConfigError(f"source '{name}': field 'uri' must be a path or URL")
         for attr in ("include", "exclude"):
@@ -187,8 +282,15 @@ def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
                 value = (value,)
             object.__setattr__(source, attr, tuple(value))
         object.__setattr__(source, "uri", resolve_uri(source.uri, base_dir))
-        _positive(source, "batch_size")
-        _positive(source, "max_file_mb")
+        if isinstance(source, CorpusSource):
+            if source.format not in ("jsonl", "parquet"):
+                raise ConfigError(
+                    f"source '{name}': field 'format' must be jsonl or parquet, got {source.format!r}"
+                )
+            _positive(source, "part_mb")
+        else:
+            _positive(source, "batch_size")
+            _positive(source, "max_file_mb")
     else:
         if bool(source.table) == bool(source.query):
             raise ConfigError(f"source '{name}': give exactly one of fields 'table' and 'query'")

@@ -1,0 +1,75 @@
+"""Normalization: the first stage of the pretraining feed, applied to every document.
+
+In order: mojibake repair with ftfy (which also applies Unicode NFC), NFC for text that ftfy leaves alone,
+control characters removed (tabs and newlines kept), runs of spaces collapsed, blank-line runs collapsed to one
+empty line, and boilerplate lines removed. A boilerplate line is a line that repeats across a source: a scan
+of every shard counts in how many documents each line occurs, and a line seen in at least
+``boilerplate_min_docs`` documents of a source (and at least ``boilerplate_min_chars`` long, so short headings
+and list markers survive) is removed from every document of that source. A document left empty is dropped with
+``normalize:empty``.
+
+Stats: ``in``, ``out``, ``fixed_encoding`` (ftfy changed the text), ``boilerplate_lines`` (lines removed).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+import ftfy
+import xxhash
+
+from feedstock.pretrain.steps import Document, Step
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def line_key(line: str) -> int:
+    return xxhash.xxh64_intdigest(" ".join(line.lower().split()).encode())
+
+
+def clean_text(text: str, fix_encoding: bool = True) -> str:
+    if fix_encoding:
+        text = ftfy.fix_text(text, normalization="NFC")
+    else:
+        text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+class Normalizer(Step):
+    stage = "normalize"
+
+    def __init__(
+        self,
+        ftfy: bool = True,
+        boilerplate_min_docs: int = 5,
+        boilerplate_min_chars: int = 20,
+        boilerplate: dict[str, set[int]] | None = None,
+    ):
+        self.fix_encoding = ftfy
+        self.boilerplate_min_docs = boilerplate_min_docs
+        self.boilerplate_min_chars = boilerplate_min_chars
+        self.boilerplate = boilerplate or {}  # source -> line keys
+
+    def process(self, doc: Document, stats: Counter) -> str | None:
+        text = clean_text(doc.text, self.fix_encoding)
+        if self.fix_encoding and text != clean_text(doc.text, False):
+            stats["fixed_encoding"] += 1
+        boilerplate = self.boilerplate.get(doc.source)
+        if boilerplate:
+            kept = [
+                line
+                for line in text.split("\n")
+                if len(line) < self.boilerplate_min_chars or line_key(line) not in boilerplate
+            ]
+            removed = text.count("\n") + 1 - len(kept)
+            if removed:
+                stats["boilerplate_lines"] += removed
+                text = _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip()
+        doc.text = text
+        return None if text else "normalize:empty"

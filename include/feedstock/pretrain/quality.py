@@ -1,0 +1,368 @@
+"""The quality stage: published heuristic document filters for pretraining text.
+
+Contract: the input is one :class:`~feedstock.pretrain.steps.Document`; the output is the document kept, or
+dropped with the reason ``quality:<rule>``, one reason per rule family:
+
+- ``quality:gopher_repetition``: Gopher's repetition rules (Rae et al. 2021, Appendix A, table A1): duplicated
+  lines and paragraphs, the most frequent 2-4-gram, and duplicated 5-10-grams, as character fractions.
+- ``quality:gopher_quality``: Gopher's quality rules: word count, mean word length, hash and ellipsis to word
+  ratios, bullet and ellipsis lines, words with a letter, English stop words.
+- ``quality:c4``: the C4 line rules (Raffel et al. 2020). C4 *rewrites* a kept document to its kept lines and
+  drops it when fewer than 5 sentences remain, or when a kept line holds "lorem ipsum" or a curly bracket.
+- ``quality:fineweb``: FineWeb's rules (Penedo et al. 2024): lines ending in punctuation, short lines,
+  characters in duplicated lines, newlines per word.
+
+The rules and defaults follow HuggingFace datatrove's filters of the same names. A threshold set to None
+switches that rule off. Simplifications and deliberate differences:
+
+- Words come from a regex tokenizer (runs of word characters, keeping ``don't``, ``3.14``, ``well-known``
+  whole; punctuation runs are separate tokens) instead of NLTK's ``word_tokenize``, which needs a data
+  download. C4 counts sentences with a regex splitter instead of NLTK's punkt.
+- Blank lines are ignored by the line rules. Our parsers separate paragraphs with blank lines, while the web
+  extractions these thresholds were tuned on do not; counting them would flag every well-formed document as
+  repetitive (many identical empty lines) or as made of short lines.
+- Markdown-aware, because every parser emits Markdown: heading markers (``## Title``) are not counted as hash
+  symbols, and ``-``, ``*`` and ``+`` list items count as bullet lines besides ``•``.
+- Gopher's top n-gram rule only looks at n-grams that occur at least twice, so a very short document is not
+  reported as repetitive because its only n-gram covers the whole text.
+- The C4 bad-words list (a download) is not applied.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from feedstock.pretrain.steps import Document, Filter
+
+# Word tokens as NLTK would keep them whole; _TOKEN also yields punctuation runs, which NLTK counts as tokens.
+_WORD = re.compile(r"\w+(?:['’.\-]\w+)*")
+_TOKEN = re.compile(r"\w+(?:['’.\-]\w+)*|[^\w\s]+")
+_LETTER = re.compile(r"[^\W\d_]")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n\s*")
+_MARKDOWN_HEADING = re.compile(r"^[ \t]{0,3}(#{1,6})[ \t]", re.MULTILINE)
+_BULLETS = ("•", "‣", "◦", "▪", "●", "- ", "* ", "+ ")
+_ELLIPSES = ("...", "…")
+_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+# A sentence ends at . ! ? (maybe closed by a quote or bracket) before whitespace and a non-lowercase start,
+# so "e.g. this" stays one sentence.
+_SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+(?=[^\sa-z])")
+_C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
+_C4_POLICY = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
+_FINEWEB_STOP_CHARS = (".", "'", '"', "!", "?")
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+
+
+def _nonblank_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _duplicates(items: Sequence[str]) -> tuple[int, int]:
+    """How many items repeat an earlier one, and how many characters those repeats hold."""
+    counts = Counter(items)
+    return len(items) - len(counts), sum(len(item) * (n - 1) for item, n in counts.items() if n > 1)
+
+
+def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return list(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+def _ngram_chars(gram: tuple[str, ...]) -> int:
+    return sum(map(len, gram)) + len(gram) - 1  # the tokens joined by single spaces
+
+
+def _duplicate_ngram_chars(tokens: list[str], n: int) -> int:
+    """Characters in n-grams seen before, skipping past each repeat so overlapping repeats count once."""
+    grams = _ngrams(tokens, n)
+    if len(set(grams)) == len(grams):
+        return 0  # the usual case for prose, found at C speed without the sequential scan
+    seen: set[tuple[str, ...]] = set()
+    chars = i = 0
+    while i < len(grams):
+        if grams[i] in seen:
+            chars += _ngram_chars(grams[i])
+            i += n
+        else:
+            seen.add(grams[i])
+            i += 1
+    return chars
+
+
+def _over(value: float, limit: float | None) -> bool:
+    return limit is not None and value > limit
+
+
+def _under(value: float, limit: float | None) -> bool:
+    return limit is not None and value < limit
+
+
+class GopherRepetitionFilter(Filter):
+    """Drop documents made of repeated lines, paragraphs or n-grams (Gopher, table A1)."""
+
+    stage = "quality"
+    rule = "gopher_repetition"
+
+    def __init__(
+        self,
+        *,
+        dup_line_frac: float | None = 0.3,
+        dup_para_frac: float | None = 0.3,
+        dup_line_char_frac: float | None = 0.2,
+        dup_para_char_frac: float | None = 0.2,
+        top_n_grams: Sequence[tuple[int, float]] = ((2, 0.2), (3, 0.18), (4, 0.16)),
+        dup_n_grams: Sequence[tuple[int, float]] = (
+            (5, 0.15),
+            (6, 0.14),
+            (7, 0.13),
+            (8, 0.12),
+            (9, 0.11),
+            (10, 0.10),
+        ),
+    ):
+        self.dup_line_frac = dup_line_frac
+        self.dup_para_frac = dup_para_frac
+        self.dup_line_char_frac = dup_line_char_frac
+        self.dup_para_char_frac = dup_para_char_frac
+        self.top_n_grams = tuple((int(n), float(frac)) for n, frac in top_n_grams or ())
+        self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
+
+    def filter(self, doc: Document) -> bool | str:
+        text = doc.text
+        if not text.strip():
+            return True  # nothing repeats; an empty document is gopher_quality's business
+        size = len(text)
+        for units, frac, char_frac in (
+            (_PARAGRAPH_BREAK.split(text.strip()), self.dup_para_frac, self.dup_para_char_frac),
+            (_nonblank_lines(text), self.dup_line_frac, self.dup_line_char_frac),
+        ):
+            repeats, repeated_chars = _duplicates(units)
+            if _over(repeats / len(units), frac) or _over(repeated_chars / size, char_frac):
+                return self.rule
+        tokens = _TOKEN.findall(text)
+        for n, frac in self.top_n_grams:
+            top = Counter(_ngrams(tokens, n)).most_common(1)
+            if top and top[0][1] > 1 and _ngram_chars(top[0][0]) * top[0][1] / size > frac:
+                return self.rule
+        for n, frac in self.dup_n_grams:
+            if _duplicate_ngram_chars(tokens, n) / size > frac:
+                return self.rule
+        return True
+
+
+class GopherQualityFilter(Filter):
+    """Drop documents that do not look like human prose (Gopher's quality rules)."""
+
+    stage = "quality"
+    rule = "gopher_quality"
+
+    def __init__(
+        self,
+        *,
+        min_doc_words: int | None = 50,
+        max_doc_words: int | None = 100_000,
+        min_avg_word_length: float | None = 3,
+        max_avg_word_length: float | None = 10,
+        max_symbol_word_ratio: float | None = 0.1,
+        max_bullet_lines_ratio: float | None = 0.9,
+        max_ellipsis_lines_ratio: float | None = 0.3,
+        max_non_alpha_words_ratio: float | None = 0.8,
+        min_stop_words: int | None = 2,
+        stop_words: Sequence[str] = STOP_WORDS,
+    ):
+        self.min_doc_words = min_doc_words
+        self.max_doc_words = max_doc_words
+        self.min_avg_word_length = min_avg_word_length
+        self.max_avg_word_length = max_avg_word_length
+        self.max_symbol_word_ratio = max_symbol_word_ratio
+        self.max_bullet_lines_ratio = max_bullet_lines_ratio
+        self.max_ellipsis_lines_ratio = max_ellipsis_lines_ratio
+        # Named as in datatrove, but it is the *minimum* share of words holding a letter.
+        self.max_non_alpha_words_ratio = max_non_alpha_words_ratio
+        self.min_stop_words = min_stop_words
+        self.stop_words = frozenset(stop_words)
+
+    def filter(self, doc: Document) -> bool | str:
+        text = doc.text
+        words = _WORD.findall(text)
+        n_words = len(words)
+        if not n_words or _under(n_words, self.min_doc_words) or _over(n_words, self.max_doc_words):
+            return self.rule
+        mean_length = sum(map(len, words)) / n_words
+        if _under(mean_length, self.min_avg_word_length) or _over(mean_length, self.max_avg_word_length):
+            return self.rule
+        hashes = text.count("#") - sum(map(len, _MARKDOWN_HEADING.findall(text)))
+        ellipses = text.count("...") + text.count("…")
+        if _over(max(hashes, ellipses) / n_words, self.max_symbol_word_ratio):
+            return self.rule
+        lines = [line.strip() for line in _nonblank_lines(text)]
+        if _over(sum(line.startswith(_BULLETS) for line in lines) / len(lines), self.max_bullet_lines_ratio):
+            return self.rule
+        if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), self.max_ellipsis_lines_ratio):
+            return self.rule
+        with_letter = sum(map(bool, map(_LETTER.search, words)))
+        if _under(with_letter / n_words, self.max_non_alpha_words_ratio):
+            return self.rule
+        if _under(sum(map(self.stop_words.__contains__, words)), self.min_stop_words):
+            return self.rule
+        return True
+
+
+class C4QualityFilter(Filter):
+    """Keep only C4-clean lines (rewriting ``doc.text``); drop the document if too little prose is left.
+
+    Like C4, "lorem ipsum" and ``{`` drop the document only on lines that survived the earlier line rules: a
+    line of code without terminal punctuation is removed rather than condemning its document.
+    """
+
+    stage = "quality"
+    rule = "c4"
+
+    def __init__(
+        self,
+        *,
+        split_paragraph: bool = True,
+        remove_citations: bool = True,
+        filter_no_terminal_punct: bool = True,
+        min_num_sentences: int | None = 5,
+        min_words_per_line: int | None = 3,
+        max_word_length: int | None = 1000,
+        filter_lorem_ipsum: bool = True,
+        filter_javascript: bool = True,
+        filter_curly_bracket: bool = True,
+        filter_policy: bool = True,
+    ):
+        self.split_paragraph = split_paragraph
+        self.remove_citations = remove_citations
+        self.filter_no_terminal_punct = filter_no_terminal_punct
+        self.min_num_sentences = min_num_sentences
+        self.min_words_per_line = min_words_per_line
+        # datatrove switches this rule off with -1; accept that spelling too.
+        self.max_word_length = None if max_word_length is None or max_word_length < 0 else max_word_length
+        self.filter_lorem_ipsum = filter_lorem_ipsum
+        self.filter_javascript = filter_javascript
+        self.filter_curly_bracket = filter_curly_bracket
+        self.filter_policy = filter_policy
+
+    def filter(self, doc: Document) -> bool | str:
+        units = doc.text.splitlines() if self.split_paragraph else _SENTENCE_BREAK.split(doc.text)
+        kept: list[str] = []
+        sentences = 0
+        for line in units:
+            line = line.strip()
+            words = line.split()
+            if self.max_word_length is not None and any(len(word) > self.max_word_length for word in words):
+                continue
+            if self.remove_citations:
+                line = _CITATION.sub("", line)
+            if self.filter_no_terminal_punct and (
+                not line.endswith(_C4_END_PUNCTUATION) or line.endswith("...")
+            ):
+                continue
+            if _under(len(words), self.min_words_per_line):
+                continue
+            lower = line.lower()
+            if self.filter_lorem_ipsum and "lorem ipsum" in lower:
+                return self.rule
+            if self.filter_javascript and "javascript" in lower:
+                continue
+            if self.filter_curly_bracket and "{" in line:
+                return self.rule
+            if self.filter_policy and any(phrase in lower for phrase in _C4_POLICY):
+                continue
+            sentences += len(_SENTENCE_BREAK.split(line)) if self.split_paragraph else 1
+            kept.append(line)
+        if _under(sentences, self.min_num_sentences):
+            return self.rule
+        doc.text = ("\n" if self.split_paragraph else " ").join(kept).strip()
+        return True
+
+
+class FineWebQualityFilter(Filter):
+    """Drop list-like, menu-like and line-duplicated documents (FineWeb's own rules)."""
+
+    stage = "quality"
+    rule = "fineweb"
+
+    def __init__(
+        self,
+        *,
+        line_punct_thr: float | None = 0.12,
+        line_punct_exclude_zero: bool = False,
+        short_line_thr: float | None = 0.67,
+        short_line_length: int = 30,
+        char_duplicates_ratio: float | None = 0.01,
+        new_line_ratio: float | None = 0.3,
+    ):
+        self.line_punct_thr = line_punct_thr
+        self.line_punct_exclude_zero = line_punct_exclude_zero
+        self.short_line_thr = short_line_thr
+        self.short_line_length = short_line_length
+        self.char_duplicates_ratio = char_duplicates_ratio
+        self.new_line_ratio = new_line_ratio
+
+    def filter(self, doc: Document) -> bool | str:
+        lines = [line.strip() for line in _nonblank_lines(doc.text)]
+        if not lines:
+            return self.rule
+        punct_ratio = sum(line.endswith(_FINEWEB_STOP_CHARS) for line in lines) / len(lines)
+        if (
+            self.line_punct_thr is not None
+            and punct_ratio <= self.line_punct_thr
+            and not (punct_ratio == 0 and self.line_punct_exclude_zero)
+        ):
+            return self.rule
+        short_ratio = sum(len(line) <= self.short_line_length for line in lines) / len(lines)
+        if self.short_line_thr is not None and short_ratio >= self.short_line_thr:
+            return self.rule
+        repeated_chars = _duplicates(lines)[1]
+        if self.char_duplicates_ratio is not None and (
+            repeated_chars / (len(doc.text) - doc.text.count("\n")) >= self.char_duplicates_ratio
+        ):
+            return self.rule
+        # Line breaks between text lines, so a blank line between paragraphs is not a list item.
+        if _over((len(lines) - 1) / len(_TOKEN.findall(doc.text)), self.new_line_ratio):
+            return self.rule
+        return True
+
+
+FILTERS: dict[str, type[Filter]] = {
+    "gopher_repetition": GopherRepetitionFilter,
+    "gopher_quality": GopherQualityFilter,
+    "c4": C4QualityFilter,
+    "fineweb": FineWebQualityFilter,
+}
+
+
+def build_filters(config: dict[str, dict | bool | None]) -> list[Filter]:
+    """The enabled filters, in ``FILTERS`` order, from ``{name: thresholds}``.
+
+    A value of False or None (or a missing name) switches a filter off; True or ``{}`` uses its published
+    defaults; a dict overrides the named thresholds.
+    """
+    for name in config:
+        if name not in FILTERS:
+            raise ValueError(f"unknown quality filter {name!r}; known: {', '.join(FILTERS)}")
+    filters: list[Filter] = []
+    for name, cls in FILTERS.items():
+        thresholds = config.get(name)
+        if thresholds is None or thresholds is False:
+            continue
+        if thresholds is True:
+            thresholds = {}
+        if not isinstance(thresholds, dict):
+            raise ValueError(f"quality filter {name!r}: expected a mapping of thresholds or true/false")
+        known = inspect.signature(cls.__init__).parameters
+        for key in thresholds:
+            if key not in known or key == "self":
+                raise ValueError(f"unknown threshold {key!r} for quality filter {name!r}")
+        filters.append(cls(**thresholds))
+    return filters

@@ -1,0 +1,80 @@
+"""The family base of the pretraining stages that look at one document at a time.
+
+A :class:`Step` takes a :class:`Document` and either keeps it (possibly rewriting ``doc.text``) or drops it with a
+machine-readable reason ``<stage>:<rule>`` (for example ``quality:gopher_repetition``). A :class:`Filter` is a
+step that only decides: its ``filter(doc)`` returns ``True`` to keep the document or the rule's name to drop it.
+:func:`run_steps` does the plumbing once: it applies the steps in order and counts, per stage, the documents
+that went in, out and aside by reason, plus any extra counters a step adds (PII counts per type, languages).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Document:
+    doc_id: str
+    source: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)  # lang, lang_score, pii counts, ...
+
+
+@dataclass
+class Drop:
+    doc_id: str
+    source: str
+    stage: str
+    reason: str  # "<stage>:<rule>"
+
+
+class Step:
+    """One document-level stage. ``process`` returns None to keep the document or a drop reason."""
+
+    stage: str = "step"
+
+    def process(self, doc: Document, stats: Counter) -> str | None:
+        raise NotImplementedError
+
+
+class Filter(Step):
+    """A step that keeps or drops without rewriting; ``filter`` returns True or the failing rule's name."""
+
+    def filter(self, doc: Document) -> bool | str:
+        raise NotImplementedError
+
+    def process(self, doc: Document, stats: Counter) -> str | None:
+        verdict = self.filter(doc)
+        if verdict is True:
+            return None
+        return f"{self.stage}:{verdict or 'rejected'}"
+
+
+def run_steps(
+    docs: Iterable[Document], steps: list[Step], stats: dict[str, Counter], drops: list[Drop]
+) -> Iterator[Document]:
+    """Apply the steps in order; yield the documents that pass, append the rest to ``drops``.
+
+    ``stats[stage]`` gets ``in``, ``out``, ``dropped:<reason>`` and whatever the step itself counts. Consecutive
+    steps of one stage (the quality filters) count as one stage: a document goes in once and out once.
+    """
+    stages = [step.stage for step in steps]
+    first = [i == 0 or stages[i - 1] != stage for i, stage in enumerate(stages)]
+    last = [i == len(stages) - 1 or stages[i + 1] != stage for i, stage in enumerate(stages)]
+    for doc in docs:
+        for i, step in enumerate(steps):
+            counter = stats.setdefault(step.stage, Counter())
+            if first[i]:
+                counter["in"] += 1
+            reason = step.process(doc, counter)
+            if reason is not None:
+                counter[f"dropped:{reason}"] += 1
+                drops.append(Drop(doc.doc_id, doc.source, step.stage, reason))
+                break
+            if last[i]:
+                counter["out"] += 1
+        else:
+            yield doc

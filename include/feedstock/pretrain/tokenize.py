@@ -1,0 +1,156 @@
+"""Tokenizers and token shards.
+
+Tokenizers (``pretrain.tokenizer`` in the config), all offline:
+
+- ``{kind: tiktoken, name: cl100k_base | o200k_base}`` (the default is cl100k_base): OpenAI's encodings run by
+  tiktoken, with the vocabularies read from the ``bpe-openai`` package, which bundles them (tiktoken itself would
+  download them).
+- ``{kind: huggingface, path: .../tokenizer.json, eos_token: ...}``: any HuggingFace ``tokenizers`` file.
+
+Token shard format, per output shard ``shard-00000``:
+
+- ``.bin``: the documents' tokens back to back, each document followed by the tokenizer's EOS token; uint16 when
+  the vocabulary fits in 16 bits, else uint32 (little-endian).
+- ``.idx``: uint64 little-endian token offsets, ``n_docs + 1`` of them: document ``i`` is
+  ``bin[idx[i]:idx[i+1]]`` (its EOS included).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+
+
+class Tokenizer:
+    """The family base: ``encode_batch`` and ``decode``, plus the vocabulary size and the EOS id."""
+
+    name: str
+    vocab_size: int
+    eos_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def decode(self, tokens: list[int]) -> str:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype("<u2") if self.vocab_size <= 2**16 else np.dtype("<u4")
+
+
+class TiktokenTokenizer(Tokenizer):
+    def __init__(self, name: str = "cl100k_base", threads: int = 2):
+        self.name = name
+        self.encoding = _tiktoken_encoding(name)
+        self.threads = threads
+        self.vocab_size = self.encoding.n_vocab
+        self.eos_id = self.encoding.eot_token
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(texts, num_threads=self.threads)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.encoding.decode(tokens)
+
+
+@lru_cache(maxsize=4)
+def _tiktoken_encoding(name: str):
+    """A tiktoken Encoding whose vocabulary comes from the installed ``bpe-openai`` package."""
+    import bpe_openai
+    import tiktoken
+    import tiktoken_ext.openai_public as public
+
+    data = Path(bpe_openai.__file__).parent / "data" / f"{name}.tiktoken.gz"
+    if name not in ("cl100k_base", "o200k_base") or not data.exists():
+        raise ValueError(
+            f"pretrain.tokenizer: tiktoken encoding must be cl100k_base or o200k_base, got {name!r}"
+        )
+    with gzip.open(data, "rb") as handle:
+        ranks = {
+            base64.b64decode(token): int(rank) for token, rank in (line.split() for line in handle if line)
+        }
+    # tiktoken's constructors hold the split pattern and the special tokens; only their vocabulary loader is
+    # swapped for the bundled file, so the encoding is exactly OpenAI's.
+    loader = public.load_tiktoken_bpe
+    public.load_tiktoken_bpe = lambda *args, **kwargs: ranks
+    try:
+        spec = getattr(public, name)()
+    finally:
+        public.load_tiktoken_bpe = loader
+    return tiktoken.Encoding(**spec)
+
+
+class HuggingFaceTokenizer(Tokenizer):
+    def __init__(self, path: str, eos_token: str | None = None):
+        from tokenizers import Tokenizer as HfTokenizer
+
+        if not Path(path).exists():
+            raise ValueError(f"pretrain.tokenizer: tokenizer file {path} does not exist")
+        self.name = path
+        self.tokenizer = HfTokenizer.from_file(path)
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        candidates = (eos_token,) if eos_token else EOS_CANDIDATES
+        ids = [self.tokenizer.token_to_id(token) for token in candidates]
+        found = [i for i in ids if i is not None]
+        if not found:
+            raise ValueError(f"pretrain.tokenizer: {path} has no EOS token among {', '.join(candidates)}")
+        self.eos_id = found[0]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+def load_tokenizer(spec: dict[str, Any]) -> Tokenizer:
+    spec = dict(spec)
+    kind = spec.pop("kind", "tiktoken")
+    if kind == "tiktoken":
+        return TiktokenTokenizer(**spec)
+    if kind == "huggingface":
+        return HuggingFaceTokenizer(**spec)
+    raise ValueError(f"pretrain.tokenizer: kind must be tiktoken or huggingface, got {kind!r}")
+
+
+class TokenShardWriter:
+    """Streams documents' tokens into a ``.bin`` and their offsets into an ``.idx`` (see the module doc)."""
+
+    def __init__(self, bin_handle: Any, dtype: np.dtype, eos_id: int):
+        self.handle, self.dtype, self.eos = bin_handle, dtype, eos_id
+        self.offsets = [0]
+
+    def write(self, token_lists: list[list[int]]) -> list[int]:
+        """Append documents; return each one's token count (EOS excluded)."""
+        counts = [len(t) for t in token_lists]
+        if not token_lists:
+            return counts
+        flat = np.fromiter(
+            (t for tokens in token_lists for t in (*tokens, self.eos)),
+            dtype=self.dtype,
+            count=sum(counts) + len(counts),
+        )
+        self.handle.write(flat.tobytes())
+        for n in counts:
+            self.offsets.append(self.offsets[-1] + n + 1)
+        return counts
+
+    def index_bytes(self) -> bytes:
+        return np.asarray(self.offsets, dtype="<u8").tobytes()
+
+
+def read_document(bin_bytes: bytes, idx_bytes: bytes, dtype: str, doc: int) -> list[int]:
+    """The tokens of one document of a token shard, EOS excluded."""
+    offsets = np.frombuffer(idx_bytes, dtype="<u8")
+    if not 0 <= doc < len(offsets) - 1:
+        raise ValueError(f"document {doc} is out of range: the shard has {len(offsets) - 1} documents")
+    tokens = np.frombuffer(bin_bytes, dtype=np.dtype(dtype))[offsets[doc] : offsets[doc + 1] - 1]
+    return tokens.tolist()

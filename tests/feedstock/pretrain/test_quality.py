@@ -1,0 +1,263 @@
+"""The quality stage: Gopher repetition and quality, C4 and FineWeb rules on tiny inline documents."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from feedstock.pretrain.quality import (
+    FILTERS,
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    build_filters,
+)
+from feedstock.pretrain.steps import Document, Drop, run_steps
+
+GOOD = """\
+The city council met on Tuesday evening to discuss the new budget for public libraries. Several residents \
+spoke in favour of longer opening hours, and the head librarian presented figures showing that visits have \
+grown steadily over the last three years.
+
+Council members agreed that the reading rooms need better lighting and more seats. They also asked the \
+finance office to prepare a plan that would keep the branches open on Sunday afternoons without cutting the \
+money set aside for new books.
+
+A final vote is expected next month, after the public has had time to comment on the proposal. Anyone who \
+wants to take part can write to the council or attend the next open meeting at the town hall."""
+
+ALL = (GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter)
+
+
+def doc(text: str) -> Document:
+    return Document("d1", "web", text)
+
+
+def reason(step, text: str) -> str | None:
+    return step.process(doc(text), Counter())
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_good_prose_passes_every_filter(cls):
+    assert reason(cls(), GOOD) is None
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_markdown_heading_and_crlf_do_not_hurt(cls):
+    assert reason(cls(), "# Library budget\r\n\r\n" + GOOD.replace("\n", "\r\n")) is None
+
+
+def test_empty_documents_do_not_crash():
+    assert reason(GopherRepetitionFilter(), "  \n\n ") is None  # nothing repeats
+    assert reason(GopherQualityFilter(), "") == "quality:gopher_quality"
+    assert reason(C4QualityFilter(), "") == "quality:c4"
+    assert reason(FineWebQualityFilter(), "\n\n") == "quality:fineweb"
+
+
+# --- Gopher repetition ------------------------------------------------------------------------------------
+
+
+def test_repeated_lines_are_dropped():
+    line = "Click here to subscribe to our weekly newsletter for more updates."
+    text = GOOD + "\n" + "\n".join([line] * 6)
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"
+    lines_only = dict(dup_para_frac=None, dup_para_char_frac=None, top_n_grams=(), dup_n_grams=())
+    assert reason(GopherRepetitionFilter(**lines_only), text) == "quality:gopher_repetition"
+    assert (
+        reason(GopherRepetitionFilter(**lines_only, dup_line_frac=None, dup_line_char_frac=None), text)
+        is None
+    )
+
+
+def test_repeated_paragraphs_are_dropped():
+    paragraphs = GOOD.split("\n\n")
+    text = "\n\n".join(paragraphs + [paragraphs[0], paragraphs[0]])
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"
+
+
+def test_repeated_ngrams_in_one_line_are_dropped():
+    text = " ".join(["Buy cheap watches online today and save money."] * 12)
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"  # one line: n-gram rules
+
+
+def test_duplicated_long_ngrams_alone_are_dropped():
+    phrase = "the committee will publish its detailed findings in the annual report"
+    lines = [f"In {year}, {phrase} before the summer recess begins." for year in range(2001, 2011)]
+    only_dup_ngrams = dict(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None)
+    only_dup_ngrams |= dict(dup_para_char_frac=None, top_n_grams=())
+    assert reason(GopherRepetitionFilter(**only_dup_ngrams), "\n".join(lines)) == "quality:gopher_repetition"
+    assert reason(GopherRepetitionFilter(**only_dup_ngrams, dup_n_grams=()), "\n".join(lines)) is None
+
+
+def test_short_document_is_not_called_repetitive():
+    assert reason(GopherRepetitionFilter(), "Hello world.") is None
+
+
+# --- Gopher quality ---------------------------------------------------------------------------------------
+
+
+def test_too_few_and_too_many_words():
+    assert (
+        reason(GopherQualityFilter(), "The meeting is at noon, and it is short.") == "quality:gopher_quality"
+    )
+    assert reason(GopherQualityFilter(max_doc_words=50), GOOD) == "quality:gopher_quality"
+    assert (
+        reason(GopherQualityFilter(min_doc_words=None), "The meeting is at noon and the room is small.")
+        is None
+    )
+
+
+def test_hash_heavy_text_is_dropped_but_markdown_headings_are_not_hashes():
+    tagged = GOOD + "\n" + " ".join(f"#tag{i}" for i in range(20))
+    assert reason(GopherQualityFilter(), tagged) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(max_symbol_word_ratio=None), tagged) is None
+    headed = "\n\n".join(f"## Part {i}\n\n{p}" for i, p in enumerate(GOOD.split("\n\n")))
+    assert reason(GopherQualityFilter(max_symbol_word_ratio=0.01), headed) is None
+
+
+def test_ellipsis_heavy_text_is_dropped():
+    text = "\n".join(f"{line[:60]}..." for line in GOOD.replace(". ", ".\n").splitlines() if line)
+    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(max_ellipsis_lines_ratio=None), text) is None
+
+
+def test_bullet_only_text_is_dropped():
+    items = [f"Item {i}: the order of the steps matters for the process to work with care" for i in range(6)]
+    for marker in ("•", "-", "*"):
+        text = "\n".join(f"{marker} {item}" for item in items)
+        assert reason(GopherQualityFilter(), text) == "quality:gopher_quality", marker
+        assert reason(GopherQualityFilter(max_bullet_lines_ratio=None), text) is None
+
+
+def test_text_without_stop_words_is_dropped():
+    text = "Sales grew fast across every region this quarter. " * 8
+    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(min_stop_words=None), text) is None
+
+
+def test_numeric_tables_and_odd_word_lengths_are_dropped():
+    table = "The totals and the counts:\n" + "\n".join(
+        f"{1000 + i} {2000 + 7 * i} {3000 + 13 * i}" for i in range(20)
+    )
+    assert reason(GopherQualityFilter(), table) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(max_non_alpha_words_ratio=None), table) is None
+    long_words = " ".join(["internationalization", "the", "of", "characteristically"] * 20)
+    assert reason(GopherQualityFilter(), long_words) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(max_avg_word_length=None), long_words) is None
+
+
+# --- C4 ---------------------------------------------------------------------------------------------------
+
+
+def test_c4_keeps_prose_and_removes_noise_lines():
+    noisy = "\n".join(
+        [
+            "Home | News | Contact",
+            GOOD.split("\n\n")[0] + "[1]",
+            "Please enable JavaScript to view the comments powered by a third party.",
+            "This website uses cookies to improve your experience.",
+            "Read more",
+            GOOD.split("\n\n")[1],
+            GOOD.split("\n\n")[2],
+            "And then the story trails off...",
+        ]
+    )
+    document = doc(noisy)
+    assert C4QualityFilter().process(document, Counter()) is None
+    assert document.text == "\n".join(GOOD.split("\n\n"))
+
+
+def test_c4_drops_lorem_ipsum_and_curly_brackets():
+    lorem = GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit."
+    assert reason(C4QualityFilter(), lorem) == "quality:c4"
+    assert reason(C4QualityFilter(filter_lorem_ipsum=False), lorem) is None
+    braces = GOOD + "\nUse the template {name} in every greeting you send."
+    assert reason(C4QualityFilter(), braces) == "quality:c4"
+    assert reason(C4QualityFilter(filter_curly_bracket=False), braces) is None
+    code = GOOD + "\nfunction greet() { return 1 }"  # no terminal punctuation: the line goes, the doc stays
+    assert reason(C4QualityFilter(), code) is None
+
+
+def test_c4_drops_documents_with_too_few_sentences():
+    text = "Welcome to our shop.\nWe sell fresh bread every day. It is baked at dawn.\nMenu\nCart"
+    assert reason(C4QualityFilter(), text) == "quality:c4"
+    assert reason(C4QualityFilter(min_num_sentences=3), text) is None
+
+
+def test_c4_sentence_mode_joins_sentences():
+    document = doc(GOOD.replace("\n\n", " "))
+    assert C4QualityFilter(split_paragraph=False).process(document, Counter()) is None
+    assert document.text == GOOD.replace("\n\n", " ")
+
+
+# --- FineWeb ----------------------------------------------------------------------------------------------
+
+
+def test_fineweb_drops_lines_without_punctuation():
+    headlines = "\n".join(
+        [
+            "Council approves new budget for public libraries",
+            "Residents ask for longer opening hours on weekends",
+            "Head librarian presents three years of visitor figures",
+            "Reading rooms to get better lighting and more seats",
+            "Final vote on the proposal expected next month",
+        ]
+    )
+    assert reason(FineWebQualityFilter(), headlines) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(line_punct_thr=None), headlines) is None
+    assert reason(FineWebQualityFilter(line_punct_thr=0.0, line_punct_exclude_zero=True), headlines) is None
+
+
+def test_fineweb_drops_documents_of_short_lines():
+    menu = "\n".join(["Home.", "About us.", "Our team.", "Careers.", "Contact us.", GOOD.split("\n\n")[0]])
+    assert reason(FineWebQualityFilter(new_line_ratio=None), menu) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(new_line_ratio=None, short_line_thr=None), menu) is None
+
+
+def test_fineweb_drops_duplicated_line_characters():
+    repeated = GOOD + "\n\n" + GOOD.split("\n\n")[2]
+    assert reason(FineWebQualityFilter(), repeated) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(char_duplicates_ratio=None), repeated) is None
+
+
+def test_fineweb_drops_list_like_documents():
+    words = ["Interoperability", "Internationalization", "Telecommunications", "Misunderstandings"]
+    words += ["Responsibilities", "Characterizations"]
+    lines = [f"{a} {b}." for a in words for b in words if a != b]  # long enough, but one item a line
+    text = "\n".join(lines)
+    assert reason(FineWebQualityFilter(), text) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(new_line_ratio=None), text) is None
+
+
+# --- build_filters and the stage plumbing -----------------------------------------------------------------
+
+
+def test_build_filters_in_fixed_order_with_overrides():
+    filters = build_filters(
+        {"fineweb": True, "c4": False, "gopher_quality": {"min_doc_words": 10}, "gopher_repetition": {}}
+    )
+    assert [type(f) for f in filters] == [GopherRepetitionFilter, GopherQualityFilter, FineWebQualityFilter]
+    assert filters[1].min_doc_words == 10 and filters[1].max_doc_words == 100_000
+    assert build_filters({"gopher_repetition": None}) == []
+    assert [type(f) for f in build_filters(dict.fromkeys(FILTERS, True))] == list(ALL)
+
+
+def test_build_filters_rejects_unknown_names_and_thresholds():
+    with pytest.raises(ValueError, match="unknown quality filter 'perplexity'"):
+        build_filters({"perplexity": {}})
+    with pytest.raises(ValueError, match="unknown threshold 'min_words' for quality filter 'gopher_quality'"):
+        build_filters({"gopher_quality": {"min_words": 10}})
+    with pytest.raises(ValueError, match="'fineweb'"):
+        build_filters({"fineweb": 0.3})
+
+
+def test_run_steps_counts_drops_per_rule_family():
+    docs = [Document("a", "web", GOOD), Document("b", "web", "Too short to keep.")]
+    stats: dict[str, Counter] = {}
+    drops: list[Drop] = []
+    kept = list(run_steps(docs, build_filters(dict.fromkeys(FILTERS, {})), stats, drops))
+    assert [d.doc_id for d in kept] == ["a"]
+    assert drops == [Drop("b", "web", "quality", "quality:gopher_quality")]
+    assert stats["quality"]["dropped:quality:gopher_quality"] == 1
