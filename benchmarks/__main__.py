@@ -6,9 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_ingest, bench_rag, bench_warehouse
+from benchmarks import bench_ingest, bench_pretrain, bench_rag, bench_warehouse
 
-SUITES = {"ingest": bench_ingest.run, "warehouse": bench_warehouse.run, "rag": bench_rag.run}
+SUITES = {
+    "ingest": bench_ingest.run,
+    "warehouse": bench_warehouse.run,
+    "rag": bench_rag.run,
+    "pretrain": bench_pretrain.run,
+}
 
 
 def main(names: list[str]) -> None:

@@ -6,8 +6,8 @@ both, /usr/share/doc (.gz decompressed), and the man pages of /usr/share/man sec
 stripped; only a sample of the Google Cloud SDK's generated pages).
 
 Each text is split into documents of 1-8 KB (groups of whole paragraphs, sizes drawn per document); the
-documents are deduplicated exactly (lowercased, whitespace collapsed) and only those with at least 100 words
-are kept. The base set is built once, shuffled with a fixed seed and cached in ``benchmarks/.cache/pretrain``.
+documents are deduplicated exactly (lowercased, whitespace collapsed) and only prose-like ones are kept: at
+least 100 words with letters, making up at least half of the whitespace-separated tokens (no data tables). The base set is built once, shuffled with a fixed seed and cached in ``benchmarks/.cache/pretrain``.
 
 - :func:`base_documents`: the first ``n`` base documents, ``{"id", "text"}``.
 - :func:`planted`: base documents free of natural near-duplicates (exact word 3-gram Jaccard below 0.2 to
@@ -110,7 +110,17 @@ _TROFF_SPECIAL = re.compile(r"\\\((..)|\\\[([^\]]*)\]")
 _TROFF_STRING = re.compile(r"\\\*(?:\(..|\[[^\]]*\]|.)")
 _TROFF_SIZE = re.compile(r"\\s[+-]?\d+")
 _TROFF_OTHER = re.compile(r"\\[&|^%:cdu0/,!]|\\[hvwoznkNxXlL]'[^']*'")
-_SPECIALS = {"em": "—", "en": "–", "hy": "-", "bu": "•", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "co": "©"}
+_SPECIALS = {
+    "em": "—",
+    "en": "–",
+    "hy": "-",
+    "bu": "•",
+    "aq": "'",
+    "dq": '"',
+    "lq": "“",
+    "rq": "”",
+    "co": "©",
+}
 _PARAGRAPH_MACROS = {"PP", "LP", "P", "SH", "SS", "TP", "IP", "HP", "Sh", "Ss", "Pp", "sp", "Bl", "It"}
 _TEXT_MACROS = {"B", "I", "BR", "RB", "IR", "RI", "BI", "IB", "SM", "SB", "SH", "SS", "Nm", "Nd", "Ar", "Fl"}
 
@@ -217,6 +227,15 @@ def split_documents(text: str, rng: random.Random) -> list[str]:
     return docs
 
 
+_LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def _prose_like(doc: str) -> bool:
+    """At least MIN_WORDS words with letters, and most whitespace-separated tokens hold some (not data tables)."""
+    lettered = len(_LETTER_WORD.findall(doc))
+    return lettered >= MIN_WORDS and lettered >= 0.5 * len(doc.split())
+
+
 def _normalized_key(text: str) -> bytes:
     return hashlib.blake2b(_WHITESPACE.sub(" ", text.lower()).strip().encode(), digest_size=16).digest()
 
@@ -233,7 +252,7 @@ def _build_base() -> list[dict]:
             budget -= len(text)
             for doc in split_documents(text, rng):
                 key = _normalized_key(doc)
-                if key in seen or len(_WORD.findall(doc)) < MIN_WORDS:
+                if key in seen or not _prose_like(doc):
                     continue
                 seen.add(key)
                 docs.append({"source": source, "text": doc})
@@ -338,7 +357,8 @@ def natural_near_duplicates(texts: list[str], threshold: float = 0.2) -> set[int
         indices.extend(vocab.setdefault(h, len(vocab)) for h in s)
         indptr.append(len(indices))
     matrix = csr_matrix(
-        (np.ones(len(indices), dtype=np.int32), np.array(indices), np.array(indptr)), shape=(len(sets), len(vocab))
+        (np.ones(len(indices), dtype=np.int32), np.array(indices), np.array(indptr)),
+        shape=(len(sets), len(vocab)),
     )
     sizes = np.diff(matrix.indptr)
     flagged: set[int] = set()

@@ -27,7 +27,9 @@ from cosmos.constants import InvocationMode, LoadMode
 import feedstock_airflow as fa
 
 DBT_ENV = "{{ ti.xcom_pull(task_ids='prepare')['env'] }}"
-SHARD_LABEL = "{{ task.op_kwargs['shard']['source'] }}/{{ task.op_kwargs['shard']['relative'] }}"
+SHARD = "{{ task.op_kwargs['shard']['source'] }}/{{ task.op_kwargs['shard']['relative'] }}"
+FAN_OUTS = ("exact_partitions", "band_groups", "output_shards")  # how wide each global stage maps
+AFTER = "none_failed"  # the global stages run even when a mapped stage had nothing to do
 
 
 @dag(
@@ -44,18 +46,15 @@ SHARD_LABEL = "{{ task.op_kwargs['shard']['source'] }}/{{ task.op_kwargs['shard'
 def pretrain_feed():
     @task
     def prepare() -> dict:
-        from feedstock.pretrain import feed
-
-        cfg, context = fa.pretrain_config(), get_current_context()
+        feed, cfg, lake, _ = fa.pretrain_run()
         fa.check_dbt_sources(cfg)
         with fa.one_line_errors():
-            prepared = feed.prepare(cfg, fa.lake(cfg))
-        env = {
-            "FEEDSTOCK_LAKE": cfg.lake,
-            "FEEDSTOCK_DUCKDB": fa.dbt_run_file(context),
-            **fa.lake(cfg).s3.delta_options(),
+            prepared = feed.prepare(cfg, lake)
+        duckdb_file = fa.dbt_run_file(get_current_context())
+        return {
+            **prepared,
+            "env": {"FEEDSTOCK_LAKE": cfg.lake, "FEEDSTOCK_DUCKDB": duckdb_file, **lake.s3.delta_options()},
         }
-        return {**prepared, "env": env}
 
     transform = DbtTaskGroup(
         group_id="transform",
@@ -67,83 +66,69 @@ def pretrain_feed():
         render_config=RenderConfig(
             load_method=LoadMode.DBT_LS,
             select=["+pretrain_documents"],
+            exclude=["rag_documents+"],  # the RAG mart's tests touch shared models but are not this feed's
             should_detach_multiple_parents_tests=True,
         ),
         operator_args={"env": DBT_ENV, "append_env": True, "install_deps": False, "pool": fa.DBT_POOL},
         default_args={**fa.DEFAULT_ARGS, "pool": fa.DBT_POOL},
     )
 
-    @task(multiple_outputs=True)
-    def plan(prepared: dict) -> dict:
-        from feedstock.pretrain import feed
-
-        cfg = fa.pretrain_config()
+    @task
+    def plan(prepared: dict) -> list[dict]:
+        feed, cfg, lake, run = fa.pretrain_run()
         with fa.one_line_errors():
-            planned = feed.plan(
-                cfg, fa.lake(cfg), fa.run_key(get_current_context()), prepared["env"]["FEEDSTOCK_DUCKDB"]
-            )
+            planned = feed.plan(cfg, lake, run, prepared["env"]["FEEDSTOCK_DUCKDB"])
         print(f"pretrain plan: {planned['stats']}")
-        return {**planned, **feed.partitions(cfg)}
+        return planned["shards"]
 
-    @task(
-        map_index_template="{{ task.op_kwargs['shard']['source'] }}/{{ task.op_kwargs['shard']['relative'] }}"
-    )
+    @task
+    def fan_out(kind: str) -> list[int]:
+        feed, cfg, _, _ = fa.pretrain_run()
+        return feed.partitions(cfg)[kind]
+
+    @task(map_index_template=SHARD)
+    def scan(shard: dict) -> dict:
+        feed, cfg, lake, _ = fa.pretrain_run()
+        return feed.scan_shard(cfg, lake, shard)
+
+    @task(trigger_rule=AFTER)
+    def boilerplate(scans) -> dict:
+        feed, cfg, lake, run = fa.pretrain_run()
+        return feed.boilerplate(cfg, lake, run, list(scans or []))
+
+    @task(map_index_template=SHARD, trigger_rule=AFTER)
     def process(shard: dict) -> dict:
-        from feedstock.pretrain import feed
-
-        cfg = fa.pretrain_config()
-        result = feed.process_shard(cfg, fa.lake(cfg), shard)
+        feed, cfg, lake, run = fa.pretrain_run()
+        result = feed.process_shard(cfg, lake, shard, run)
         print(f"{result['label']}: {result['status']} {result['reason'] or ''} {result['stats']}")
         return result
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule=AFTER)
     def exact_dedup(results, partition: int) -> int:
-        from feedstock.pretrain import feed
+        feed, cfg, lake, run = fa.pretrain_run()
+        return feed.exact_dedup(cfg, lake, run, list(results or []), partition)
 
-        cfg = fa.pretrain_config()
-        return feed.exact_dedup(
-            cfg, fa.lake(cfg), fa.run_key(get_current_context()), list(results or []), partition
-        )
-
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule=AFTER)
     def lsh(results, group: int) -> int:
-        from feedstock.pretrain import feed
+        feed, cfg, lake, run = fa.pretrain_run()
+        return feed.lsh(cfg, lake, run, list(results or []), group)
 
-        cfg = fa.pretrain_config()
-        return feed.lsh(cfg, fa.lake(cfg), fa.run_key(get_current_context()), list(results or []), group)
-
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule=AFTER)
     def clusters(results) -> dict:
-        from feedstock.pretrain import feed
+        feed, cfg, lake, run = fa.pretrain_run()
+        return feed.clusters(cfg, lake, run, list(results or []))
 
-        cfg = fa.pretrain_config()
-        return feed.clusters(cfg, fa.lake(cfg), fa.run_key(get_current_context()), list(results or []))
-
-    @task(trigger_rule="none_failed")
+    @task
     def write_shard(prepared: dict, results, shard: int) -> dict:
-        from feedstock.pretrain import feed
+        feed, cfg, lake, run = fa.pretrain_run()
+        return feed.write_shard(cfg, lake, run, prepared["release"], list(results or []), shard)
 
-        cfg, key = fa.pretrain_config(), fa.run_key(get_current_context())
-        return feed.write_shard(cfg, fa.lake(cfg), key, prepared["release"], list(results or []), shard)
-
-    @task(
-        trigger_rule="none_failed",
-        outlets=[Asset(name="pretrain.release", uri="feedstock://pretrain/release")],
-    )
-    def release(prepared: dict, planned_stats: dict, results, dedup_stats: dict, shards) -> dict:
-        from feedstock.pretrain import feed
-
-        cfg, context = fa.pretrain_config(), get_current_context()
+    @task(outlets=[Asset(name="pretrain.release", uri="feedstock://pretrain/release")])
+    def release(prepared: dict, results, dedup_stats: dict, shards) -> dict:
+        feed, cfg, lake, run = fa.pretrain_run()
+        by = fa.produced_by(get_current_context())
         stats = feed.release(
-            cfg,
-            fa.lake(cfg),
-            fa.run_key(context),
-            prepared,
-            {"stats": planned_stats},
-            list(results or []),
-            dedup_stats,
-            list(shards or []),
-            fa.produced_by(context),
+            cfg, lake, run, prepared, list(results or []), dedup_stats, list(shards or []), by
         )
         print(f"pretrain release: {stats}")
         return stats
@@ -151,17 +136,16 @@ def pretrain_feed():
     prepared = prepare()
     planned = plan(prepared)
     prepared >> transform >> planned
-    lines = boilerplate(scan.expand(shard=planned["shards"]))
-    results = process.expand(shard=planned["shards"])
-    lines >> results
-    exact = exact_dedup.partial(results=results).expand(partition=planned["exact_partitions"])
-    candidates = lsh.partial(results=results).expand(group=planned["band_groups"])
-    exact >> candidates
+    results = process.expand(shard=planned)
+    boilerplate(scan.expand(shard=planned)) >> results
+    partitions, groups, outputs = (fan_out.override(task_id=k)(k) for k in FAN_OUTS)
+    exact = exact_dedup.partial(results=results).expand(partition=partitions)
+    candidates = lsh.partial(results=results).expand(group=groups)
     dedup_stats = clusters(results)
-    candidates >> dedup_stats
-    shards = write_shard.partial(prepared=prepared, results=results).expand(shard=planned["output_shards"])
+    exact >> candidates >> dedup_stats
+    shards = write_shard.partial(prepared=prepared, results=results).expand(shard=outputs)
     dedup_stats >> shards
-    done = release(prepared, planned["stats"], results, dedup_stats, shards)
+    done = release(prepared, results, dedup_stats, shards)
     done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 
 

@@ -114,6 +114,14 @@ DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT_POOL = "feedstock_duckdb"  # one slot: dbt tasks never write one DuckDB file at the same time
 
 
+def pretrain_run():
+    """What every pretraining task needs: the feed module, the configuration, the lake and the run key."""
+    from feedstock.pretrain import feed
+
+    cfg = pretrain_config()
+    return feed, cfg, lake(cfg), run_key(get_current_context())
+
+
 def dbt_profile():
     from cosmos import ProfileConfig
 

@@ -60,6 +60,14 @@ def cmd_dbt_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain_decode(args: argparse.Namespace) -> int:
+    from feedstock.pretrain.feed import decode
+
+    release = args.release if args.release == "latest" else int(args.release)
+    print(decode(_lake(), release, args.shard, args.doc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feedstock", description="Inspect the feedstock lake and its feeds."
@@ -79,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     dbt = commands.add_parser("dbt-sources", help="write the dbt sources and staging models for the config")
     dbt.add_argument("--check", action="store_true", help="only report stale files (non-zero exit)")
     dbt.set_defaults(func=cmd_dbt_sources)
+    pretrain = commands.add_parser("pretrain", help="inspect the pretraining releases")
+    pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
+    decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")
+    decode.add_argument("release", help="a release number, or latest")
+    decode.add_argument("shard", type=int, help="the output shard number (shard-NNNNN)")
+    decode.add_argument("--doc", type=int, help="only this document (0-based) of the shard")
+    decode.set_defaults(func=cmd_pretrain_decode)
     return parser
 
 

@@ -173,7 +173,7 @@ def plan(config: Config, lake: Lake, run_key: str, duckdb_file: str | None) -> d
         shards += mart_shards
         stats.update(mart_stats)
     stats["shards_planned"] = len(shards)
-    lake.write_json(posixpath.join(run_dir(lake, run_key), "plan.json"), [s.to_dict() for s in shards])
+    lake.write_json(posixpath.join(run_dir(lake, run_key), "plan.json"), dict(stats))
     return {"shards": [s.to_dict() for s in shards], "stats": dict(stats)}
 
 
@@ -710,7 +710,6 @@ def release(
     lake: Lake,
     run_key: str,
     prepared: dict[str, Any],
-    planned: dict[str, Any],
     results: list[dict[str, Any]],
     dedup_stats: dict[str, int],
     shards: list[dict[str, Any]],
@@ -761,7 +760,7 @@ def release(
         **dedup_stats,
         "shards_processed": sum(1 for r in results if r["status"] == "processed"),
         "shards_quarantined": quarantined,
-        "plan": planned.get("stats", {}),
+        "plan": lake.read_json(posixpath.join(run_dir(lake, run_key), "plan.json")),
         "tokenizer": shards[0]["tokenizer"] if shards else None,
         "config_key": prepared["config_key"],
     }
@@ -835,6 +834,9 @@ def _release_rows(
                 "reason": "read:unreadable_shard",
             }
             rejects.append(pa.Table.from_pylist([row], schema=REJECT_SCHEMA))
+            # The shard itself is recorded, so an unchanged corrupt file is not read again by every release.
+            label, reason = pa.array([r["label"]]), pa.array([row["reason"]])
+            documents.append(_state(label, pa.array([shard["source"]]), reason, ids, {}, number))
             continue
         hashes = {}
         if shard["format"] == "mart":

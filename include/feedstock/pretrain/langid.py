@@ -84,7 +84,7 @@ class LanguageFilter(Filter):
     def filter(self, doc: Document) -> bool | str:
         sample = doc.text[: self.max_chars]
         confidences = self.detector.compute_language_confidence_values(sample)
-        if confidences:
+        if confidences and confidences[0].value > 0:  # lingua lists every language at 0.0 for no letters
             best = confidences[0]
             lang, score = best.language.iso_code_639_1.name.lower(), float(best.value)
         else:

@@ -1,9 +1,9 @@
 """The ``pii`` stage: replace personal data and credentials in a document's text with typed placeholders.
 
-Contract. Input: a document's text. Output: the same text with every detected span swapped for a placeholder
-(``<EMAIL>``, ``<PHONE>``, ``<IP_ADDRESS>``, ``<CREDIT_CARD>``, ``<IBAN>``, ``<SECRET>``); nothing else changes,
-and a document is never dropped. :class:`PiiRedactor` adds ``pii:<type>`` counters to the stage's stats and
-stores the per-type counts in ``doc.meta["pii"]``.
+Contract. Input: a document's text. Output: the same text with every detected span swapped for a
+placeholder (``<EMAIL>``, ``<PHONE>``, ``<IP_ADDRESS>``, ``<CREDIT_CARD>``, ``<IBAN>``, ``<SECRET>``); nothing
+else changes, and a document is never dropped. :class:`PiiRedactor` adds ``pii:<type>`` counters to the
+stage's stats and stores the per-type counts in ``doc.meta["pii"]``.
 
 Detectors run in a fixed order (secrets, emails, IBANs, credit cards, IP addresses, phones) over the original
 text and each one may only claim characters no earlier detector claimed, so a span is redacted at most once
@@ -36,17 +36,19 @@ PLACEHOLDERS: dict[str, str] = {kind: f"<{kind.upper()}>" for kind in PII_TYPES}
 Span = tuple[int, int, bool]
 
 _HAS_DIGIT = re.compile(r"\d")
+_NON_DIGIT = re.compile(r"\D")
 
 # Patterns below open with a lookahead on their first character before any lookbehind: sre can then skip
 # ahead to candidate characters instead of evaluating the lookbehind at every position (2-3x faster).
 
-# --- secrets -------------------------------------------------------------------------------------------------
+# --- secrets ------------------------------------------------------------------------------------------------
 
 # Whole key blocks, including ones pasted with literal "\n" escapes into JSON; a truncated block (no END line,
-# common in scraped pages) is still taken up to the end of its base64 body.
+# common in scraped pages) is still taken up to the end of its base64 body, and never runs on into the next
+# block's END, which would swallow all the prose in between.
 _PEM = re.compile(
     r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:(?:(?!-----BEGIN ).)*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
     r"|(?:[ \t]*\r?\n(?:(?:Proc-Type|DEK-Info|Version|Comment):[^\n]*|[A-Za-z0-9+/=]{16,}))*)",
     re.DOTALL,
 )
@@ -103,7 +105,8 @@ _MAX_KEY_PREFIX = 8
 # Values that are references or placeholders, not credentials: templating, env lookups, masks, code.
 _NOT_A_SECRET = re.compile(
     r"""
-    <[^<>]*> | \[[^\[\]]*\] | \{.*\} | \$.* | %.* | \*+ | x{3,} | \.{3,}
+    <[^<>]*> | \[[^\[\]]*\] | \{.*\} | \$\{.*\} | \$[A-Za-z_]\w* | %\(\w+\)s | %\w+%
+  | \*+ | (?i:x{3,}) | \.{3,}
   | (?i:none|null|nil|true|false|undefined|empty|required|optional|string|str|redacted|hidden|your[_\-].*)
   | [A-Za-z_]+(?:\.[A-Za-z_]+)+(?:[(\[].*)?       # attribute access: settings.password, os.environ[
   | [A-Za-z_]\w*[(\[].*                           # call or lookup: getpass(, env[
@@ -160,7 +163,7 @@ def _find_assignments(text: str) -> Iterator[Span]:
             break
 
 
-# --- emails --------------------------------------------------------------------------------------------------
+# --- emails -------------------------------------------------------------------------------------------------
 
 # The local part is capped at 64 (RFC 5321) so a long token run with a stray "@" cannot go quadratic.
 _EMAIL = re.compile(
@@ -181,7 +184,7 @@ def _find_emails(text: str) -> Iterator[Span]:
             yield m.start(), m.end(), True
 
 
-# --- IBANs ---------------------------------------------------------------------------------------------------
+# --- IBANs --------------------------------------------------------------------------------------------------
 
 _IBAN = re.compile(
     r"(?=[A-Z])(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
@@ -190,9 +193,9 @@ _IBAN = re.compile(
 # Countries that issue IBANs. Per-country lengths are deliberately not enforced: the registry revises them
 # (Costa Rica went from 21 to 22), and mod-97 on top of the strict shape is already a strong gate.
 _IBAN_COUNTRIES = frozenset(
-    "AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR GB GE GI GL GR GT HN HR "
-    "HU IE IL IQ IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM PK PL PS PT QA RO RS "
-    "RU SA SC SD SE SI SK SM SO ST SV TL TN TR UA VA VG XK YE".split()
+    "AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR GB GE GI GL GR GT HN "
+    "HR HU IE IL IQ IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM PK PL PS PT QA "
+    "RO RS RU SA SC SD SE SI SK SM SO ST SV TL TN TR UA VA VG XK YE".split()
 )
 
 
@@ -221,10 +224,11 @@ def _find_ibans(text: str) -> Iterator[Span]:
             candidate = candidate[:cut]
 
 
-# --- credit cards --------------------------------------------------------------------------------------------
+# --- credit cards -------------------------------------------------------------------------------------------
 
-# Major networks start with 2-6 (Mastercard 2-series, Amex/Diners 3, Visa 4, Mastercard 5, Discover/UnionPay
-# 6); excluding 0, 1, 7-9 keeps millisecond timestamps and most numeric ids out even when Luhn happens to pass.
+# Major networks start with 2-6 (Mastercard 2-series, Amex/Diners 3, Visa 4, Mastercard 5, Discover and
+# UnionPay 6); excluding 0, 1, 7-9 keeps millisecond timestamps and most numeric ids out even when Luhn
+# happens to pass.
 _CARD = re.compile(
     r"""
     (?=[2-6])(?<![\d.,])(?<!\d[ \-])
@@ -254,7 +258,7 @@ def _luhn_ok(digits: str) -> bool:
 def _find_cards(text: str) -> Iterator[Span]:
     for m in _CARD.finditer(text):
         candidate = m.group()
-        digits = re.sub(r"\D", "", candidate)
+        digits = _NON_DIGIT.sub("", candidate)
         if _luhn_ok(digits):
             yield m.start(), m.end(), True
             continue
@@ -266,7 +270,7 @@ def _find_cards(text: str) -> Iterator[Span]:
                 yield m.start(), m.start() + len(head), True
 
 
-# --- IP addresses --------------------------------------------------------------------------------------------
+# --- IP addresses -------------------------------------------------------------------------------------------
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # Not glued to other dotted numbers, so build numbers like 1.2.3.4.5 and "v1.2.3.4" stay.
@@ -307,7 +311,7 @@ def _find_ips(text: str) -> Iterator[Span]:
                 yield m.start(), m.end(), True
 
 
-# --- phones --------------------------------------------------------------------------------------------------
+# --- phones -------------------------------------------------------------------------------------------------
 
 # Bare digit runs never count (ids, amounts); a phone needs a "+" country code, a North American 3-3-4 shape,
 # or a trunk "0" prefix with separators. The lookbehind keeps off order numbers (#12345), prices, paths,
@@ -326,7 +330,6 @@ _PHONE = re.compile(
     re.VERBOSE,
 )
 _DATE_SHAPED = re.compile(r"\d{4}[\-/. ]\d{1,2}[\-/. ]\d{1,2}|\d{1,2}[\-/. ]\d{1,2}[\-/. ]\d{2,4}")
-_NON_DIGIT = re.compile(r"\D")
 
 
 def _find_phones(text: str) -> Iterator[Span]:
@@ -337,7 +340,7 @@ def _find_phones(text: str) -> Iterator[Span]:
             yield m.start(), m.end(), True
 
 
-# --- driver --------------------------------------------------------------------------------------------------
+# --- driver -------------------------------------------------------------------------------------------------
 
 _DETECTORS = {
     "secret": _find_secrets,

@@ -96,6 +96,9 @@ class HuggingFaceTokenizer(Tokenizer):
             raise ValueError(f"pretrain.tokenizer: tokenizer file {path} does not exist")
         self.name = path
         self.tokenizer = HfTokenizer.from_file(path)
+        # A tokenizer.json made for a model may pad and truncate (e.g. to 128): documents need every token.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         candidates = (eos_token,) if eos_token else EOS_CANDIDATES
         ids = [self.tokenizer.token_to_id(token) for token in candidates]

@@ -17,7 +17,10 @@ ANTHROPIC_KEY = "sk-ant-" + "api03-Qw7Er9Ty1Ui3Op5As7Df9Gh1Jk3Lz"
 STRIPE_KEY = "sk_live_" + "51HxYz2AbCdEfGh3IjKlMn4O"
 GOOGLE_KEY = "AIza" + "SyD-9tSrke72PouQMnMX7Kf3zWqP8X_vLmA"
 JWT = "eyJ" + "hbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
-PEM_BODY = "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\nVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n"
+PEM_BODY = (
+    "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n"
+)
 PEM_BLOCK = "-----BEGIN RSA " + "PRIVATE KEY-----\n" + PEM_BODY + "-----END RSA PRIVATE KEY-----"
 
 VISA = "4111 1111 1111 1111"
@@ -117,7 +120,7 @@ def test_structure_around_redactions_survives():
     [
         "Luhn-invalid test number 4111 1111 1111 1112 and 4111111111111112.",
         "IBAN with a wrong check digit: DE89 3704 0044 0532 0130 01",
-        "Built with Python 3.11.7 from release v2.10.3 (build 1.2.3).",
+        "Built with Python 3.11.7 from release v2.10.3 (build 1.2.3, nightly 1.2.3.4.5).",
         "Due 2024-01-15, or 15/01/2024, or 01-15-2024 at 10:30:00.",
         "Revenue grew in 2023 and again in the 2024 fiscal year.",
         "The laptop costs $1,299.00 (was €1.499,00); 12,345,678 units shipped.",
@@ -138,6 +141,20 @@ def test_lookalikes_are_left_alone(text):
 
     assert out == text
     assert counts == Counter()
+
+
+def test_truncated_pem_block_does_not_swallow_text_up_to_a_later_block():
+    truncated = (
+        "-----BEGIN EC "
+        + "PRIVATE KEY-----\n"
+        + "MHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04fSeQ6tF1aY/PuoAoGCCqGSM49\n"
+    )
+    text = f"{truncated}\nThe rest of the message stays.\n\n{PEM_BLOCK}\n"
+
+    out, counts = redact(text)
+
+    assert out == "<SECRET>\n\nThe rest of the message stays.\n\n<SECRET>\n"
+    assert counts == Counter({"secret": 2})
 
 
 def test_mistyped_iban_is_not_shredded_by_card_or_phone_detectors():
