@@ -20,9 +20,10 @@ All parts use real text gathered from this machine (:mod:`benchmarks.pretrain_co
   filtering loop is timed), with the share of documents on which both make the same keep/drop decision. Our
   language ID and PII redaction are reported on their own.
 - **Tokenization**: tiktoken cl100k ``encode_ordinary_batch(num_threads=2)`` against our path
-  (``load_tokenizer(...).encode_batch`` + ``TokenShardWriter.write`` to a file + the offsets index) on the same
-  ~50 MB, both in batches of 1,000 documents. 3 passes; within a pass the two sides alternate batch by batch
-  (so a load spike from a neighbour hits both alike; which side goes first alternates too); the best pass of each side is kept; overhead = ours/raw - 1.
+  (``load_tokenizer(...).encode_batch`` + ``TokenShardWriter.write`` to a file + the offsets index) on the
+  same ~50 MB, both in batches of 1,000 documents. 3 passes; within a pass the two sides alternate batch by
+  batch (so a load spike from a neighbour hits both alike; which side goes first alternates too); the best
+  pass of each side is kept; overhead = ours/raw - 1.
 """
 
 from __future__ import annotations
@@ -98,11 +99,13 @@ if mode == "dedup":
             tasks=1, workers=1, logging_dir=f"{work}/logs/sigs",
         ),
         "buckets": LocalPipelineExecutor(
-            [MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=config)],
+            [MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets",
+                                 config=config)],
             tasks=config.num_buckets, workers=1, logging_dir=f"{work}/logs/buckets",
         ),
         "clusters": LocalPipelineExecutor(
-            [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=config)],
+            [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids",
+                                 config=config)],
             tasks=1, workers=1, logging_dir=f"{work}/logs/clusters",
         ),
         "filter": LocalPipelineExecutor(
@@ -145,7 +148,8 @@ elif mode == "filters":
             verdicts = [f.filter(doc) for doc in docs]
             elapsed = time.perf_counter() - start
             best = elapsed if best is None else min(best, elapsed)
-        dropped = [(doc.id, v) for doc, v in zip(docs, verdicts) if v is not True and not (isinstance(v, tuple) and v[0])]
+        kept = lambda v: v is True or (isinstance(v, tuple) and v[0])  # noqa: E731
+        dropped = [(doc.id, v) for doc, v in zip(docs, verdicts) if not kept(v)]
         reasons = {}
         for _, v in dropped:
             reason = v[1] if isinstance(v, tuple) and len(v) > 1 else "rejected"
@@ -156,7 +160,7 @@ elif mode == "filters":
 """
 
 
-# ---- datatrove's venv ---------------------------------------------------------------------------------------
+# ---- datatrove's venv --------------------------------------------------------------------------------------
 
 
 def datatrove_python() -> Path:
@@ -205,7 +209,7 @@ def _megabytes(texts: list[str]) -> float:
     return sum(len(t.encode()) for t in texts) / 1e6
 
 
-# ---- fuzzy dedup ------------------------------------------------------------------------------------------------
+# ---- fuzzy dedup -------------------------------------------------------------------------------------------
 
 
 def ours_fuzzy(texts: list[str], ids: list[str], spec: MinHash) -> tuple[set[str], dict]:
@@ -428,7 +432,7 @@ def bench_fuzzy_dedup(work: Path, n_base: int = 3_000) -> dict:
     return result
 
 
-# ---- filters ------------------------------------------------------------------------------------------------------
+# ---- filters -----------------------------------------------------------------------------------------------
 
 
 def _time_filter(f, docs: list[Document], repeats: int) -> tuple[float, set[str]]:
@@ -512,7 +516,7 @@ def _step_rate(docs: list[Document], module: str, name: str, mb: float) -> dict:
     return out
 
 
-# ---- tokenization ------------------------------------------------------------------------------------------------
+# ---- tokenization ------------------------------------------------------------------------------------------
 
 
 def bench_tokenize(work: Path, megabytes: float = 50.0, runs: int = 3) -> dict:

@@ -7,7 +7,8 @@ stripped; only a sample of the Google Cloud SDK's generated pages).
 
 Each text is split into documents of 1-8 KB (groups of whole paragraphs, sizes drawn per document); the
 documents are deduplicated exactly (lowercased, whitespace collapsed) and only prose-like ones are kept: at
-least 100 words with letters, making up at least half of the whitespace-separated tokens (no data tables). The base set is built once, shuffled with a fixed seed and cached in ``benchmarks/.cache/pretrain``.
+least 100 words with letters, making up at least half of the whitespace-separated tokens (no data tables).
+The base set is built once, shuffled with a fixed seed and cached in ``benchmarks/.cache/pretrain``.
 
 - :func:`base_documents`: the first ``n`` base documents, ``{"id", "text"}``.
 - :func:`planted`: base documents free of natural near-duplicates (exact word 3-gram Jaccard below 0.2 to
@@ -48,7 +49,7 @@ _DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')(.*?)\1', re.DOTALL | re.MUL
 _BACKSPACE = re.compile(r".\x08")
 
 
-# ---- gathering ------------------------------------------------------------------------------------------------
+# ---- gathering ---------------------------------------------------------------------------------------------
 
 
 def _walk(root: Path, skip: tuple[str, ...] = ()) -> Iterator[Path]:
@@ -148,8 +149,8 @@ def strip_troff(source: str) -> str:
 
 
 def _man_pages() -> Iterator[str]:
-    """Sections 1, 5 and 8. The Google Cloud SDK's ~17k generated pages would swamp the rest (and its alpha and
-    beta pages near-duplicate the GA ones): only every 20th GA gcloud page is taken."""
+    """Sections 1, 5 and 8. The Google Cloud SDK's ~17k generated pages would swamp the rest (and its alpha
+    and beta pages near-duplicate the GA ones): only every 20th GA gcloud page is taken."""
     gcloud = 0
     for section in ("man1", "man5", "man8"):
         for path in _walk(Path("/usr/share/man") / section):
@@ -187,7 +188,7 @@ def _interleave(*iterators: Iterator[str]) -> Iterator[str]:
                 active.remove(it)
 
 
-# ---- splitting and the base set --------------------------------------------------------------------------------
+# ---- splitting and the base set ----------------------------------------------------------------------------
 
 
 def _clean(text: str) -> str:
@@ -196,7 +197,8 @@ def _clean(text: str) -> str:
 
 
 def split_documents(text: str, rng: random.Random) -> list[str]:
-    """Groups of whole paragraphs of MIN_DOC_BYTES..MAX_DOC_BYTES, each group's target size drawn at random."""
+    """Groups of whole paragraphs of MIN_DOC_BYTES..MAX_DOC_BYTES, each group's target size drawn at
+    random."""
     paragraphs: list[str] = []
     for paragraph in _PARAGRAPH_BREAK.split(_clean(text)):
         paragraph = paragraph.strip("\n").rstrip()
@@ -231,7 +233,8 @@ _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 def _prose_like(doc: str) -> bool:
-    """At least MIN_WORDS words with letters, and most whitespace-separated tokens hold some (not data tables)."""
+    """At least MIN_WORDS words with letters, and most whitespace-separated tokens hold one (no data
+    tables)."""
     lettered = len(_LETTER_WORD.findall(doc))
     return lettered >= MIN_WORDS and lettered >= 0.5 * len(doc.split())
 
@@ -285,7 +288,8 @@ def _base() -> list[dict]:
 
 
 def base_documents(n: int | None = None) -> list[dict]:
-    """The first ``n`` (default: all) base documents, ``{"id", "source", "text"}``, in a fixed shuffled order."""
+    """The first ``n`` (default: all) base documents, ``{"id", "source", "text"}``, in a fixed shuffled
+    order."""
     docs = _base()
     return [dict(d) for d in (docs if n is None else docs[:n])]
 
@@ -302,7 +306,7 @@ def base_stats() -> dict:
     }
 
 
-# ---- edits and planted duplicates ------------------------------------------------------------------------------
+# ---- edits and planted duplicates --------------------------------------------------------------------------
 
 
 _TOKENS = re.compile(r"\S+|\s+")
@@ -428,7 +432,7 @@ def planted(
     return Planted(docs, truth, original_of, len(flagged), categories)
 
 
-# ---- the big end-to-end corpus ---------------------------------------------------------------------------------
+# ---- the big end-to-end corpus -----------------------------------------------------------------------------
 
 
 def write_jsonl_corpus(

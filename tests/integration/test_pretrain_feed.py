@@ -141,10 +141,12 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     assert rejects["crawl/fresh-near-dup"] == ("dedup:fuzzy", 2)
 
 
-def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path):
+def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path, monkeypatch):
     """Two lakes, the same inputs and configuration: byte-identical shards."""
     digests = []
     for name in ("a", "b"):
+        # dag.test runs the dbt tasks in this process, and cosmos leaves their env (the lake) behind.
+        monkeypatch.delenv("FEEDSTOCK_LAKE", raising=False)
         lake_uri = str(tmp_path / f"lake-{name}")
         raw = yaml.safe_load(pretrain_project.config.read_text())
         raw["lake"] = lake_uri
