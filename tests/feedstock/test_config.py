@@ -15,7 +15,8 @@ def test_the_shipped_config_loads_and_points_at_the_sample_data():
     handbook = config.source("handbook")
     assert isinstance(handbook, DocumentSource)
     assert handbook.uri.endswith("include/sample_data/handbook")
-    assert {s.kind for s in config.sources} == {"documents", "warehouse"}
+    assert {s.kind for s in config.sources} == {"documents", "warehouse", "corpus"}
+    assert config.source("crawl").uri.endswith("include/sample_data/corpus")
 
 
 def test_issue_example_shape():
