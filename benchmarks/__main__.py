@@ -6,25 +6,28 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_ingest, bench_pretrain, bench_rag, bench_warehouse
+from benchmarks import bench_ingest, bench_pretrain, bench_pretrain_feed, bench_rag, bench_warehouse
 
 SUITES = {
     "ingest": bench_ingest.run,
     "warehouse": bench_warehouse.run,
     "rag": bench_rag.run,
     "pretrain": bench_pretrain.run,
+    "pretrain_feed": bench_pretrain_feed.run,
 }
 
 
 def main(names: list[str]) -> None:
-    results = {}
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    latest = out / "latest.json"
+    # Running some suites keeps the other suites' last results.
+    results = json.loads(latest.read_text()) if latest.exists() else {}
     for name in names or list(SUITES):
         print(f"== {name}", flush=True)
         results[name] = SUITES[name]()
         print(json.dumps(results[name], indent=2), flush=True)
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2))
+        latest.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,13 +33,16 @@ def pretrain_project(project, tmp_path, monkeypatch):
     build(corpus)
     eval_set = tmp_path / "eval_qa.jsonl"
     # A benchmark question quoting 13+ words of one corpus document: that document must be decontaminated.
-    quoted = " ".join(json.loads((corpus / "crawl-000.jsonl").read_text().splitlines()[5])["text"].split()[:20])
+    quoted = " ".join(
+        json.loads((corpus / "crawl-000.jsonl").read_text().splitlines()[5])["text"].split()[:20]
+    )
     eval_set.write_text(json.dumps({"question": quoted, "answer": "n/a"}) + "\n")
     monkeypatch.setenv("FEEDSTOCK_DBT_DIR", str(tmp_path / "dbt"))
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     seed(url).dispose()
     monkeypatch.setenv(
-        "AIRFLOW_CONN_WAREHOUSE_DEFAULT", f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}'
+        "AIRFLOW_CONN_WAREHOUSE_DEFAULT",
+        f'{{"conn_type": "generic", "extra": {{"sqlalchemy_url": "{url}"}}}}',
     )
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["lake"] = project.lake
@@ -51,9 +54,10 @@ def pretrain_project(project, tmp_path, monkeypatch):
     )
     raw.pop("rag")
     project.config.write_text(yaml.safe_dump(raw))
-    project.corpus, project.quoted_doc = corpus, json.loads(
-        (corpus / "crawl-000.jsonl").read_text().splitlines()[5]
-    )["id"]
+    project.corpus, project.quoted_doc = (
+        corpus,
+        json.loads((corpus / "crawl-000.jsonl").read_text().splitlines()[5])["id"],
+    )
     return project
 
 
@@ -156,3 +160,32 @@ def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path, mo
         files = release_files(Lake(lake_uri), 1)
         digests.append({k: v for k, v in files.items() if k.endswith((".bin", ".idx", ".parquet"))})
     assert digests[0] == digests[1] and len(digests[0]) == 6
+
+
+def test_corpus_and_lake_on_s3(pretrain_project, s3):
+    """The corpus read from, and the release written to, a real S3 API (moto's server)."""
+    fs, bucket = s3
+    fs.put(str(pretrain_project.corpus), f"{bucket}/crawl", recursive=True)
+    raw = yaml.safe_load(pretrain_project.config.read_text())
+    raw["lake"] = f"s3://{bucket}/lake"
+    next(s for s in raw["sources"] if s["name"] == "crawl")["uri"] = f"s3://{bucket}/crawl"
+    raw["pretrain"].pop("decontamination")
+    pretrain_project.config.write_text(yaml.safe_dump(raw))
+    lake = Lake(raw["lake"])
+
+    ingest(10)
+    run = run_dag("pretrain_feed", day=10)
+    assert run.state == "success", task_states(run)
+    stats = lake.last_commit(feed.RELEASE)["stats"]
+    assert stats["shards_quarantined"][0]["shard"] == f"crawl/{PLANTED['corrupt_shard']}"
+    assert "crawl" in stats["tokens_by_source"] and stats["docs_published"] > 40
+    assert fs.exists(f"{bucket}/lake/pretrain/releases/00001/shard-00001.bin")
+    assert fs.exists(f"{bucket}/lake/pretrain/releases/00001/README.md")
+    first = pq.read_table(fs.open(f"{bucket}/lake/pretrain/releases/00001/shard-00000.parquet")).to_pylist()[
+        0
+    ]
+    assert feed.decode(lake, "latest", 0, 0) == first["text"]
+    assert not fs.exists(f"{bucket}/lake/_staging/pretrain/work")  # consumed work is cleaned up on release
+    assert not fs.exists(f"{bucket}/lake/_staging/pretrain/scan") and not fs.exists(
+        f"{bucket}/lake/_staging/pretrain/mart"
+    )

@@ -302,6 +302,12 @@ def _boilerplate_options(config: Config) -> tuple[int, int]:
     return int(options.get("boilerplate_min_docs", 5) or 0), int(options.get("boilerplate_min_chars", 20))
 
 
+def scan_dir(lake: Lake, config: Config, shard: Shard) -> str:
+    return lake.staging(
+        "pretrain", "scan", f"{shard.shard_id}-{shard.version}-{_boilerplate_options(config)[1]}"
+    )
+
+
 def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[str, Any]:
     """Count, per source, in how many documents of this shard each line occurs (for boilerplate removal).
 
@@ -311,7 +317,7 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
 
     shard = Shard.from_dict(shard_dict)
     min_docs, min_chars = _boilerplate_options(config)
-    work = lake.staging("pretrain", "scan", f"{shard.shard_id}-{shard.version}-{min_chars}")
+    work = scan_dir(lake, config, shard)
     marker = posixpath.join(work, "_SUCCESS.json")
     if not min_docs:
         return {"shard_id": shard.shard_id, "lines": None}
@@ -804,8 +810,11 @@ def release(
         ]
     )
     lake.append(RELEASE, rows, commit)
-    for r in results:
+    for r in results:  # what this release consumed: shard work folders and staged mart shards
         lake.clear(r["work"])
+        lake.clear(scan_dir(lake, config, Shard.from_dict(r["shard"])))
+        if r["shard"]["format"] == "mart":
+            lake.clear(posixpath.dirname(r["shard"]["uri"]))
     lake.clear(run_dir(lake, run_key))
     return {**stats, "released": True}
 

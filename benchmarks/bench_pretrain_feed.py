@@ -1,0 +1,161 @@
+"""Pretraining feed at scale: bounded memory of a shard task, and the whole feed end to end in GB/hour.
+
+- **Bounded memory**: the peak RSS of the shard tasks (the boilerplate scan, then the process task: normalize,
+  language ID, quality filters, PII, signatures) on one JSONL shard of 1x and of 4x the size, each in a fresh
+  process, against the raw approach of reading that shard whole with ``pyarrow.json.read_json``.
+- **End to end**: ``airflow dags test pretrain_feed`` (after both ingestion DAGs) on the shipped configuration,
+  with its ``crawl`` corpus source pointed at a corpus of at least 2 GB built from this machine's text
+  (:func:`benchmarks.pretrain_corpus.write_jsonl_corpus`: real documents with planted exact and near
+  duplicates), in a private AIRFLOW_HOME and lake. ``dags test`` runs one task at a time, so the figure is for
+  one core; with the LocalExecutor or Celery the mapped shard tasks run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks import pretrain_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(__file__).resolve().parent / ".cache" / "pretrain"
+
+_SHARD_TASK = """
+import json, resource, sys, time
+from feedstock.config import parse_config
+from feedstock.lake import Lake
+from feedstock.pretrain import feed
+from feedstock.pretrain.corpus import list_shards
+cfg = parse_config({"lake": sys.argv[2], "sources": [{"name": "crawl", "kind": "corpus", "uri": sys.argv[1],
+                    "part_mb": 100000}]})
+lake = Lake(cfg.lake)
+shard = list_shards(cfg.sources[0], lake)[0].to_dict()
+start = time.perf_counter()
+feed.boilerplate(cfg, lake, "bench", [feed.scan_shard(cfg, lake, shard)])
+result = feed.process_shard(cfg, lake, shard, "bench")
+print(json.dumps({"seconds": time.perf_counter() - start, "docs": result["stats"]["read"]["in"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+_RAW_READ = """
+import json, resource, sys
+import pyarrow.json as pj
+table = pj.read_json(sys.argv[1], read_options=pj.ReadOptions(block_size=64 << 20))
+print(json.dumps({"rows": table.num_rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _python(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _shard_of(size_mb: int, folder: Path) -> Path:
+    """A JSONL shard of about ``size_mb``, cut at a line boundary from the end-to-end corpus."""
+    source = sorted(_corpus().glob("*.jsonl"))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "shard.jsonl"
+    written = 0
+    with target.open("wb") as out:
+        for path in source:
+            with path.open("rb") as handle:
+                for line in handle:
+                    out.write(line)
+                    written += len(line)
+                    if written >= size_mb * 1024 * 1024:
+                        return target
+    return target
+
+
+def _corpus() -> Path:
+    folder = CACHE / "e2e-jsonl"
+    present = sum(p.stat().st_size for p in folder.glob("*.jsonl")) if folder.exists() else 0
+    if present < 2 * 1024**3:
+        pretrain_corpus.write_jsonl_corpus(folder)  # about 2.2 GB
+    return folder
+
+
+def bench_memory(base_mb: int = 32) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in (1, 4):
+            folder = Path(tmp) / f"x{factor}"
+            shard = _shard_of(base_mb * factor, folder / "corpus")
+            task = _python(_SHARD_TASK, str(folder / "corpus"), str(folder / "lake"))
+            raw = _python(_RAW_READ, str(shard))
+            results[f"{factor}x"] = {
+                "shard_mb": round(shard.stat().st_size / 1024**2, 1),
+                "docs": task["docs"],
+                "task_peak_rss_mb": round(task["peak_rss_mb"]),
+                "task_mb_per_s": round(shard.stat().st_size / 1024**2 / task["seconds"], 2),
+                "raw_read_whole_peak_rss_mb": round(raw["peak_rss_mb"]),
+            }
+    results["task_peak_ratio_4x_to_1x"] = round(
+        results["4x"]["task_peak_rss_mb"] / results["1x"]["task_peak_rss_mb"], 2
+    )
+    results["raw_peak_ratio_4x_to_1x"] = round(
+        results["4x"]["raw_read_whole_peak_rss_mb"] / results["1x"]["raw_read_whole_peak_rss_mb"], 2
+    )
+    return results
+
+
+def bench_end_to_end() -> dict:
+    corpus = _corpus()
+    size = sum(p.stat().st_size for p in corpus.iterdir() if p.is_file())
+    with tempfile.TemporaryDirectory(prefix="feedstock-e2e-") as tmp:
+        home = Path(tmp)
+        raw = yaml.safe_load((ROOT / "include" / "config" / "feedstock.yaml").read_text())
+        raw["lake"] = str(home / "lake")
+        crawl = next(s for s in raw["sources"] if s["name"] == "crawl")
+        crawl.update(uri=str(corpus), include=["*.jsonl"])
+        (home / "feedstock.yaml").write_text(yaml.safe_dump(raw))
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "FEEDSTOCK_CONFIG": str(home / "feedstock.yaml"),
+            "FEEDSTOCK_DBT_DIR": str(home / "dbt"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        }
+        airflow = [sys.executable, "-m", "airflow"]
+        subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+        for dag_id in ("ingest_documents", "ingest_warehouse"):
+            subprocess.run(
+                [*airflow, "dags", "test", dag_id, "2026-11-20"], env=env, check=True, capture_output=True
+            )
+        start = time.perf_counter()
+        run = subprocess.run(
+            [*airflow, "dags", "test", "pretrain_feed", "2026-11-22"], env=env, capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - start
+        if run.returncode != 0:
+            raise RuntimeError(f"pretrain_feed failed: {run.stdout[-2000:]} {run.stderr[-2000:]}")
+        sys.path.insert(0, str(ROOT / "include"))
+        from feedstock.lake import Lake
+        from feedstock.pretrain.feed import RELEASE
+
+        stats = Lake(str(home / "lake")).last_commit(RELEASE)["stats"]
+    return {
+        "corpus_gb": round(size / 1024**3, 2),
+        "seconds": round(seconds),
+        "gb_per_hour_one_core": round(size / 1024**3 / (seconds / 3600), 3),
+        "docs_in": stats["docs_in"],
+        "docs_published": stats["docs_published"],
+        "tokens": stats["tokens"],
+        "exact_duplicate_rate": stats["exact_duplicate_rate"],
+        "fuzzy_duplicate_rate": stats["fuzzy_duplicate_rate"],
+        "drops_by_stage": stats["drops_by_stage"],
+    }
+
+
+def run() -> dict:
+    return {"memory": bench_memory(), "end_to_end": bench_end_to_end()}
