@@ -40,6 +40,7 @@ data/warehouse.sqlite: include/sample_data/warehouse/seed.sql | $(STAMP)
 run: setup
 	$(BIN)/airflow db migrate
 	$(BIN)/airflow pools set feedstock_duckdb 1 "dbt tasks: one DuckDB writer at a time"
+	$(BIN)/airflow pools set feedstock_pretrain_release 1 "pretraining releases: one at a time"
 	$(BIN)/airflow standalone
 
 test: setup

@@ -119,17 +119,18 @@ def pretrain_feed():
         return feed.clusters(cfg, lake, run, list(results or []))
 
     @task
-    def write_shard(prepared: dict, results, shard: int) -> dict:
+    def write_shard(results, shard: int) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.write_shard(cfg, lake, run, prepared["release"], list(results or []), shard)
+        return feed.write_shard(cfg, lake, run, list(results or []), shard)
 
-    @task(outlets=[Asset(name="pretrain.release", uri="feedstock://pretrain/release")])
+    @task(pool=fa.RELEASE_POOL, outlets=[Asset(name="pretrain.release", uri="feedstock://pretrain/release")])
     def release(prepared: dict, results, dedup_stats: dict, shards) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
         by = fa.produced_by(get_current_context())
-        stats = feed.release(
-            cfg, lake, run, prepared, list(results or []), dedup_stats, list(shards or []), by
-        )
+        with fa.one_line_errors():
+            stats = feed.release(
+                cfg, lake, run, prepared, list(results or []), dedup_stats, list(shards or []), by
+            )
         print(f"pretrain release: {stats}")
         return stats
 
@@ -143,7 +144,7 @@ def pretrain_feed():
     candidates = lsh.partial(results=results).expand(group=groups)
     dedup_stats = clusters(results)
     exact >> candidates >> dedup_stats
-    shards = write_shard.partial(prepared=prepared, results=results).expand(shard=outputs)
+    shards = write_shard.partial(results=results).expand(shard=outputs)
     dedup_stats >> shards
     done = release(prepared, results, dedup_stats, shards)
     done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)

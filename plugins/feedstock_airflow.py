@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from feedstock.config import Config, ConfigError, load_config
 from feedstock.contracts import ContractViolation
 from feedstock.lake import Lake, S3Settings
+from feedstock.pretrain.feed import ReleaseConflict
 from feedstock.rag.embedders import EmbeddingError
 
 DEFAULT_ARGS = {
@@ -38,7 +39,7 @@ def one_line_errors():
     """Fail the task, without retries, with the one-line message of a configuration or contract error."""
     try:
         yield
-    except (ConfigError, ContractViolation, FileNotFoundError, EmbeddingError) as exc:
+    except (ConfigError, ContractViolation, FileNotFoundError, EmbeddingError, ReleaseConflict) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -112,6 +113,7 @@ def sqlalchemy_url(conn_id: str):
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT_POOL = "feedstock_duckdb"  # one slot: dbt tasks never write one DuckDB file at the same time
+RELEASE_POOL = "feedstock_pretrain_release"  # one slot: pretraining releases are published one at a time
 
 
 def pretrain_run():

@@ -122,7 +122,7 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.rstrip("\n") == shard0[3]["text"]
     card = (Path(feed.release_dir(lake, 1)) / "README.md").read_text()
-    assert "# Pretraining release 1" in card and "quality: quality:gopher_repetition" in card
+    assert "# Pretraining release 1" in card and "| quality:gopher_repetition | 1 |" in card
 
     # A rerun of the same interval changes nothing: no new release.
     version = lake.version(feed.RELEASE)

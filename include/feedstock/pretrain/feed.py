@@ -606,9 +606,10 @@ def clusters(config: Config, lake: Lake, run_key: str, results: list[dict[str, A
 
 
 def write_shard(
-    config: Config, lake: Lake, run_key: str, release: int, results: list[dict[str, Any]], shard: int
+    config: Config, lake: Lake, run_key: str, results: list[dict[str, Any]], shard: int
 ) -> dict[str, Any]:
-    """Output shard ``shard``: its documents (weighted by source, shuffled by seed), tokenized."""
+    """Output shard ``shard``: its documents (weighted by source, shuffled by seed), tokenized, into the run's
+    staging folder (the release moves it into place)."""
     import duckdb
 
     from feedstock.pretrain.tokenize import TokenShardWriter, load_tokenizer
@@ -645,7 +646,7 @@ def write_shard(
         order by hash(doc_id || ':' || copy || ':{p.seed}'), doc_id, copy
         """
     ).fetch_arrow_reader(batch_size=p.batch_size)
-    out = release_dir(lake, release)
+    out = posixpath.join(run_dir(lake, run_key), "out")
     name = f"shard-{shard:05d}"
     fs, base = filesystem(out, lake.s3)
     fs.makedirs(base, exist_ok=True)
@@ -672,9 +673,7 @@ def write_shard(
         handle.write(tokens.index_bytes())
     return {
         "shard": shard,
-        "bin": f"{out}/{name}.bin",
-        "idx": f"{out}/{name}.idx",
-        "parquet": f"{out}/{name}.parquet",
+        "name": name,
         "docs": docs_written,
         "tokens": int(sum(tokens_by_source.values())),
         "tokens_by_source": dict(tokens_by_source),
@@ -721,10 +720,23 @@ def release(
     shards: list[dict[str, Any]],
     produced_by: dict[str, str],
 ) -> dict[str, Any]:
-    """Commit the release, its rejects and the dedup state; write the data card. Nothing new: no release."""
+    """Commit the release, its rejects and the dedup state; write the data card. Nothing new: no release.
+
+    Runs in a one-slot pool. A release number that another run published meanwhile fails this run with
+    :class:`ReleaseConflict` (its dedup did not see that release); a retry of this task finishes its own commits.
+    """
     import pyarrow.compute as pc
 
     number = prepared["release"]
+    published = previous_releases(lake)
+    if published and published[-1] >= number:
+        if _release_run(lake, number) != produced_by.get("run_id"):
+            raise ReleaseConflict(
+                f"release {published[-1]} was published by another run while this one ran; clear this run to "
+                f"build release {published[-1] + 1} on top of it"
+            )
+        _clean_up(config, lake, run_key, results)  # a retry after the publishing commit: only cleanup is left
+        return {**(lake.last_commit(RELEASE) or {}).get("stats", {}), "released": True}
     stages = _merge_stats(results)
     exact, fuzzy = _dropped(lake, run_key, "exact"), _dropped(lake, run_key, "fuzzy")
     rejects, documents = _release_rows(config, lake, results, exact, fuzzy, number)
@@ -770,7 +782,7 @@ def release(
         "tokenizer": shards[0]["tokenizer"] if shards else None,
         "config_key": prepared["config_key"],
     }
-    stats["drops_by_stage"]["dedup"] = {"exact": exact.num_rows, "fuzzy": fuzzy.num_rows}
+    stats["drops_by_stage"]["dedup"] = {"dedup:exact": exact.num_rows, "dedup:fuzzy": fuzzy.num_rows}
     accounted = unique_out + rejects.num_rows - len(quarantined)
     if accounted != docs_in:
         raise RuntimeError(f"pretrain release {number}: {docs_in} documents in but {accounted} accounted for")
@@ -782,23 +794,32 @@ def release(
         if r["shard"]["format"] != "mart"
     )
     commit = Commit(produced_by=produced_by, inputs=tuple(inputs), stats=stats)
-    if documents.num_rows:
-        lake.append(DOCUMENTS, documents, commit)
-    lake.append(REJECTS, rejects if rejects.num_rows else _empty_rejects(number), commit)
-    card = data_card(stats, shards)
     out = release_dir(lake, number)
     fs, base = filesystem(out, lake.s3)
+    staged = filesystem(posixpath.join(run_dir(lake, run_key), "out"), lake.s3)[1]
+    fs.makedirs(base, exist_ok=True)
+    for shard in shards:
+        for suffix in (".bin", ".idx", ".parquet"):
+            name = shard["name"] + suffix
+            if fs.exists(posixpath.join(staged, name)):
+                fs.mv(posixpath.join(staged, name), posixpath.join(base, name))
     with fs.open(posixpath.join(base, "README.md"), "w") as handle:
-        handle.write(card)
+        handle.write(data_card(stats, shards))
     lake.write_json(posixpath.join(out, "stats.json"), stats)
+    # No multi-table transaction: each table is committed once per release (a retry skips what is there), and
+    # pretrain.release, the publishing commit, goes last.
+    if documents.num_rows and not _has_release(lake, DOCUMENTS, number):
+        lake.append(DOCUMENTS, documents, commit)
+    if not _has_release(lake, REJECTS, number):
+        lake.append(REJECTS, rejects if rejects.num_rows else _empty_rejects(number), commit)
     rows = pa.Table.from_pylist(
         [
             {
                 "release": number,
                 "shard": s["shard"],
-                "bin_uri": s["bin"],
-                "idx_uri": s["idx"],
-                "parquet_uri": s["parquet"],
+                "bin_uri": f"{out}/{s['name']}.bin",
+                "idx_uri": f"{out}/{s['name']}.idx",
+                "parquet_uri": f"{out}/{s['name']}.parquet",
                 "docs": s["docs"],
                 "tokens": s["tokens"],
                 "dtype": s["dtype"],
@@ -809,14 +830,39 @@ def release(
             for s in sorted(shards, key=lambda s: s["shard"])
         ]
     )
-    lake.append(RELEASE, rows, commit)
-    for r in results:  # what this release consumed: shard work folders and staged mart shards
+    if not _has_release(lake, RELEASE, number):
+        lake.append(RELEASE, rows, commit)
+    _clean_up(config, lake, run_key, results)
+    return {**stats, "released": True}
+
+
+def _clean_up(config: Config, lake: Lake, run_key: str, results: list[dict[str, Any]]) -> None:
+    """Delete what a published release consumed: work folders, scans, staged mart shards, the run folder."""
+    for r in results:
         lake.clear(r["work"])
         lake.clear(scan_dir(lake, config, Shard.from_dict(r["shard"])))
         if r["shard"]["format"] == "mart":
             lake.clear(posixpath.dirname(r["shard"]["uri"]))
     lake.clear(run_dir(lake, run_key))
-    return {**stats, "released": True}
+
+
+class ReleaseConflict(RuntimeError):
+    """Another run published a release while this one was being built."""
+
+
+def _has_release(lake: Lake, name: str, number: int) -> bool:
+    import pyarrow.dataset as ds
+
+    dataset = lake.dataset(name)
+    return dataset is not None and dataset.count_rows(filter=ds.field("release") == number) > 0
+
+
+def _release_run(lake: Lake, number: int) -> str | None:
+    """The run id that published release ``number``."""
+    for entry in lake.history(RELEASE):
+        if (entry.get("stats") or {}).get("release") == number:
+            return (entry.get("produced_by") or {}).get("run_id")
+    return None
 
 
 def _empty_rejects(number: int) -> pa.Table:
@@ -925,12 +971,7 @@ def data_card(stats: dict[str, Any], shards: list[dict[str, Any]]) -> str:
         lines += [f"| {k} | {v:,} |" for k, v in sorted(rows.items(), key=lambda kv: -kv[1])]
         return "\n".join(lines) if rows else "_none_"
 
-    drops = {
-        f"{stage}: {reason}": n
-        for stage, reasons in stats["drops_by_stage"].items()
-        for reason, n in reasons.items()
-        if n
-    }
+    drops = {reason: n for reasons in stats["drops_by_stage"].values() for reason, n in reasons.items() if n}
     quarantined = (
         "\n".join(f"- `{q['shard']}`: {q['reason']}" for q in stats["shards_quarantined"]) or "_none_"
     )
@@ -955,7 +996,7 @@ Generated by feedstock's `pretrain_feed` from the release's own statistics.
 
 ## Drops per stage and reason
 
-{table(("stage: reason", "documents"), drops)}
+{table(("stage:reason", "documents"), drops)}
 
 ## Languages (detected, before the allow-list)
 
