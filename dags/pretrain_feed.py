@@ -21,12 +21,9 @@ against earlier releases) and tokenized text shards. Weekly (Sunday 04:00 UTC); 
 from __future__ import annotations
 
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_context, task
-from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode
 
 import feedstock_airflow as fa
 
-DBT_ENV = "{{ ti.xcom_pull(task_ids='prepare')['env'] }}"
 SHARD = "{{ task.op_kwargs['shard']['source'] }}/{{ task.op_kwargs['shard']['relative'] }}"
 FAN_OUTS = ("exact_partitions", "band_groups", "output_shards")  # how wide each global stage maps
 AFTER = "none_failed"  # the global stages run even when a mapped stage had nothing to do
@@ -50,28 +47,10 @@ def pretrain_feed():
         fa.check_dbt_sources(cfg)
         with fa.one_line_errors():
             prepared = feed.prepare(cfg, lake)
-        duckdb_file = fa.dbt_run_file(get_current_context())
-        return {
-            **prepared,
-            "env": {"FEEDSTOCK_LAKE": cfg.lake, "FEEDSTOCK_DUCKDB": duckdb_file, **lake.s3.delta_options()},
-        }
+        return {**prepared, "env": fa.dbt_env(cfg, get_current_context())}
 
-    transform = DbtTaskGroup(
-        group_id="transform",
-        project_config=ProjectConfig(fa.DBT_PROJECT),
-        profile_config=fa.dbt_profile(),
-        execution_config=ExecutionConfig(
-            dbt_executable_path=fa.dbt_executable(), invocation_mode=InvocationMode.SUBPROCESS
-        ),
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_LS,
-            select=["+pretrain_documents"],
-            exclude=["rag_documents+"],  # the RAG mart's tests touch shared models but are not this feed's
-            should_detach_multiple_parents_tests=True,
-        ),
-        operator_args={"env": DBT_ENV, "append_env": True, "install_deps": False, "pool": fa.DBT_POOL},
-        default_args={**fa.DEFAULT_ARGS, "pool": fa.DBT_POOL},
-    )
+    # The RAG mart's tests touch shared models, but need the RAG mart: not this feed's.
+    transform = fa.dbt_transform(select=["+pretrain_documents"], exclude=["rag_documents+"])
 
     @task
     def plan(prepared: dict) -> list[dict]:

@@ -28,12 +28,8 @@ from airflow.sdk import (
     get_current_context,
     task,
 )
-from cosmos import DbtTaskGroup, ExecutionConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode
 
 import feedstock_airflow as fa
-
-DBT_ENV = "{{ ti.xcom_pull(task_ids='prepare')['env'] }}"
 
 
 @dag(
@@ -56,26 +52,9 @@ def rag_feed():
         fa.check_dbt_sources(cfg)
         lake = fa.lake(cfg)
         inputs = [lake.pinned(name) for name in lake.tables() if name.startswith("bronze.")]
-        env = {
-            "FEEDSTOCK_LAKE": cfg.lake,
-            "FEEDSTOCK_DUCKDB": fa.dbt_run_file(context),
-            **lake.s3.delta_options(),
-        }
-        return {"env": env, "inputs": inputs}
+        return {"env": fa.dbt_env(cfg, context), "inputs": inputs}
 
-    transform = DbtTaskGroup(
-        group_id="transform",
-        project_config=ProjectConfig(fa.DBT_PROJECT),
-        profile_config=fa.dbt_profile(),
-        execution_config=ExecutionConfig(
-            dbt_executable_path=fa.dbt_executable(), invocation_mode=InvocationMode.SUBPROCESS
-        ),
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_LS, select=["+rag_documents"], should_detach_multiple_parents_tests=True
-        ),
-        operator_args={"env": DBT_ENV, "append_env": True, "install_deps": False, "pool": fa.DBT_POOL},
-        default_args={**fa.DEFAULT_ARGS, "pool": fa.DBT_POOL},
-    )
+    transform = fa.dbt_transform(select=["+rag_documents"])
 
     @task
     def plan(prepared: dict) -> list[str]:

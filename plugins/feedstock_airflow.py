@@ -124,11 +124,46 @@ def pretrain_run():
     return feed, cfg, lake(cfg), run_key(get_current_context())
 
 
-def dbt_profile():
-    from cosmos import ProfileConfig
+def dbt_env(cfg: Config, context: dict[str, Any]) -> dict[str, str]:
+    """What a feed's dbt tasks need: the lake, the run's own DuckDB file and the S3 settings for delta-rs."""
+    return {
+        "FEEDSTOCK_LAKE": cfg.lake,
+        "FEEDSTOCK_DUCKDB": dbt_run_file(context),
+        **lake(cfg).s3.delta_options(),
+    }
 
-    return ProfileConfig(
-        profile_name="feedstock", target_name="lake", profiles_yml_filepath=DBT_PROJECT / "profiles.yml"
+
+def dbt_transform(select: list[str], exclude: list[str] | None = None):
+    """The dbt models a feed needs, as a cosmos task group (a task per model and test) named ``transform``.
+
+    The environment comes from the ``prepare`` task's ``env`` (see :func:`dbt_env`); every dbt task takes the
+    one-slot DuckDB pool.
+    """
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import InvocationMode, LoadMode
+
+    return DbtTaskGroup(
+        group_id="transform",
+        project_config=ProjectConfig(DBT_PROJECT),
+        profile_config=ProfileConfig(
+            profile_name="feedstock", target_name="lake", profiles_yml_filepath=DBT_PROJECT / "profiles.yml"
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=dbt_executable(), invocation_mode=InvocationMode.SUBPROCESS
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_LS,
+            select=select,
+            exclude=exclude or [],
+            should_detach_multiple_parents_tests=True,  # a relationships test runs after both its models
+        ),
+        operator_args={
+            "env": "{{ ti.xcom_pull(task_ids='prepare')['env'] }}",
+            "append_env": True,
+            "install_deps": False,
+            "pool": DBT_POOL,
+        },
+        default_args={**DEFAULT_ARGS, "pool": DBT_POOL},
     )
 
 

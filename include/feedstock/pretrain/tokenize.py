@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import gzip
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,9 @@ class TokenShardWriter:
         counts = [len(t) for t in token_lists]
         if not token_lists:
             return counts
+        eos = (self.eos,)
         flat = np.fromiter(
-            (t for tokens in token_lists for t in (*tokens, self.eos)),
+            chain.from_iterable(chain(tokens, eos) for tokens in token_lists),
             dtype=self.dtype,
             count=sum(counts) + len(counts),
         )
