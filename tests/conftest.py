@@ -43,6 +43,15 @@ for folder in ("dags", "plugins"):
 SAMPLE = ROOT / "include" / "sample_data"
 
 
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """dag.test runs cosmos' dbt tasks in the test process, and they leave their env (lake, AWS) behind."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def airflow_db():
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)

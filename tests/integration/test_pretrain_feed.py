@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -145,12 +146,13 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     assert rejects["crawl/fresh-near-dup"] == ("dedup:fuzzy", 2)
 
 
-def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path, monkeypatch):
+def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path):
     """Two lakes, the same inputs and configuration: byte-identical shards."""
     digests = []
     for name in ("a", "b"):
-        # dag.test runs the dbt tasks in this process, and cosmos leaves their env (the lake) behind.
-        monkeypatch.delenv("FEEDSTOCK_LAKE", raising=False)
+        os.environ.pop(
+            "FEEDSTOCK_LAKE", None
+        )  # dag.test runs dbt in this process: cosmos leaves its env behind
         lake_uri = str(tmp_path / f"lake-{name}")
         raw = yaml.safe_load(pretrain_project.config.read_text())
         raw["lake"] = lake_uri

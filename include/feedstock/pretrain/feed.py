@@ -365,8 +365,16 @@ def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, 
     if not min_docs or not files:
         found = LINES_SCHEMA.empty_table().select(["source", "line"])
     else:
+        import pyarrow.dataset as ds
+
+        fs, _ = filesystem(files[0], lake.s3)
+        paths = [filesystem(f, lake.s3)[1] for f in files]
         con = duckdb.connect()
-        con.register("lines", _read_files(lake, files, LINES_SCHEMA))
+        # Streamed into DuckDB's aggregate (which can spill), not materialized: the counts grow with the corpus.
+        con.register(
+            "lines",
+            ds.dataset(paths, filesystem=fs, format="parquet", schema=LINES_SCHEMA).scanner().to_reader(),
+        )
         found = con.sql(
             f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
         ).to_arrow_table()
