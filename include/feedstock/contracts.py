@@ -49,6 +49,21 @@ BRONZE_DOCUMENTS = pa_schema.DataFrameSchema(
 )
 
 
+# The pretraining feed's documents after the document-level stages, before dedup and tokenization.
+PRETRAIN_DOCUMENTS = pa_schema.DataFrameSchema(
+    {
+        "doc_id": pa_schema.Column(str, pa_schema.Check.str_matches(r"^[a-z][a-z0-9_]*/.+"), unique=True),
+        "source": pa_schema.Column(str, pa_schema.Check.str_matches(r"^[a-z][a-z0-9_]*$")),
+        "text": pa_schema.Column(str, pa_schema.Check(_non_blank, element_wise=False, name="non_blank")),
+        "lang": pa_schema.Column(str, nullable=True),
+        "lang_score": pa_schema.Column(float, pa_schema.Check.in_range(0, 1), nullable=True),
+    },
+    name="pretrain.documents",
+    strict=False,
+    coerce=False,
+)
+
+
 def bronze_warehouse(key: str) -> pa_schema.DataFrameSchema:
     """Rows of a warehouse table: a present, unique key and a known operation."""
     return pa_schema.DataFrameSchema(

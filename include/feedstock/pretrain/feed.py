@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from feedstock import contracts
 from feedstock.config import Config, ConfigError, CorpusSource
 from feedstock.lake import Commit, Lake, filesystem
 from feedstock.pretrain import dedup
@@ -419,7 +420,7 @@ def _process(
             stats["read"]["out"] += len(docs)
             for d in drops:
                 stats["read"][f"dropped:{d.reason}"] += 1
-            kept = list(run_steps(docs, steps, stats, drops))
+            kept = _contract(list(run_steps(docs, steps, stats, drops)), stats, drops)
             if drops:
                 writer("rejects.parquet", REJECT_SCHEMA).write_table(
                     pa.Table.from_pylist([asdict(d) for d in drops], schema=REJECT_SCHEMA)
@@ -432,6 +433,31 @@ def _process(
         for w in writers.values():
             w.close()
     return {stage: dict(counter) for stage, counter in stats.items()}
+
+
+def _contract(docs: list[Document], stats: dict[str, Counter], drops: list[Drop]) -> list[Document]:
+    """The stage boundary: documents that break ``contracts.PRETRAIN_DOCUMENTS`` are set aside with the reason."""
+    counter = stats.setdefault("contract", Counter())
+    counter["in"] += len(docs)
+    if not docs:
+        return docs
+    batch = pa.table(
+        {
+            "doc_id": [d.doc_id for d in docs],
+            "source": [d.source for d in docs],
+            "text": [d.text for d in docs],
+            "lang": pa.array([d.meta.get("lang") for d in docs], pa.string()),
+            "lang_score": pa.array([d.meta.get("lang_score") for d in docs], pa.float64()),
+        }
+    )
+    checked = contracts.check(batch, contracts.PRETRAIN_DOCUMENTS)
+    for row, reason in zip(checked.failed_rows, checked.reasons, strict=True):
+        counter[f"dropped:{reason}"] += 1
+        drops.append(Drop(docs[row].doc_id, docs[row].source, "contract", reason))
+    failed = set(checked.failed_rows)
+    kept = [d for i, d in enumerate(docs) if i not in failed]
+    counter["out"] += len(kept)
+    return kept
 
 
 def _signed(docs: list[Document], hasher: dedup.MinHasher | None, seed: int, shards: int) -> pa.Table:
@@ -791,6 +817,12 @@ def release(
         "config_key": prepared["config_key"],
     }
     stats["drops_by_stage"]["dedup"] = {"dedup:exact": exact.num_rows, "dedup:fuzzy": fuzzy.num_rows}
+    contracts.enforce_ratio(
+        "pretrain documents",
+        sum(v for k, v in stages.get("contract", Counter()).items() if k.startswith("dropped:")),
+        stages.get("contract", Counter())["in"],
+        config.validation.max_failure_ratio,
+    )
     accounted = unique_out + rejects.num_rows - len(quarantined)
     if accounted != docs_in:
         raise RuntimeError(f"pretrain release {number}: {docs_in} documents in but {accounted} accounted for")

@@ -80,3 +80,23 @@ def test_overlapping_runs_cannot_publish_the_same_release(corpus_config):
     # Cleared and rerun, the second run builds on release 1: everything it had was already released.
     again = build_until_release(config, lake, "b2")
     assert again[0]["release"] == 2 and again[1] == []
+
+
+def test_the_stage_boundary_contract_sets_bad_documents_aside():
+    from collections import Counter
+
+    from feedstock.pretrain.steps import Document
+
+    stats: dict[str, Counter] = {}
+    drops: list = []
+    docs = [
+        Document("crawl/a", "crawl", "Fine text.", {"lang": "en", "lang_score": 0.9}),
+        Document("no-source-prefix", "crawl", "Fine text too.", {"lang": "en", "lang_score": 0.9}),
+        Document("crawl/c", "crawl", "Odd score.", {"lang": "en", "lang_score": 1.5}),
+    ]
+    kept = feed._contract(docs, stats, drops)
+    assert [d.doc_id for d in kept] == ["crawl/a"]
+    reasons = {d.doc_id: d.reason for d in drops}
+    assert reasons["no-source-prefix"].startswith("contract:doc_id:")
+    assert reasons["crawl/c"].startswith("contract:lang_score:")
+    assert stats["contract"]["in"] == 3 and stats["contract"]["out"] == 1
