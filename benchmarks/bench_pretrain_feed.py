@@ -144,13 +144,20 @@ def bench_end_to_end() -> dict:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            # The sample warehouse that `make setup` builds, unless the environment names another.
+            "AIRFLOW_CONN_WAREHOUSE_DEFAULT": os.environ.get(
+                "AIRFLOW_CONN_WAREHOUSE_DEFAULT", f"sqlite:///{ROOT / 'data' / 'warehouse.sqlite'}"
+            ),
         }
         airflow = [sys.executable, "-m", "airflow"]
         subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
         for dag_id in ("ingest_documents", "ingest_warehouse"):
-            subprocess.run(
-                [*airflow, "dags", "test", dag_id, "2026-11-20"], env=env, check=True, capture_output=True
+            ingest = subprocess.run(
+                [*airflow, "dags", "test", dag_id, "2026-11-20"], env=env, capture_output=True, text=True
             )
+            if ingest.returncode != 0:
+                raise RuntimeError(f"{dag_id} failed: {ingest.stdout[-2000:]} {ingest.stderr[-2000:]}")
+
         start = time.perf_counter()
         run = subprocess.run(
             [*airflow, "dags", "test", "pretrain_feed", "2026-11-22"], env=env, capture_output=True, text=True
