@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,12 +242,25 @@ class Lake:
         self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None
     ) -> ds.Dataset:
         """The staged files as one dataset; without a schema, the files' schemas unified (types widened)."""
-        fs, _ = filesystem(uri, self.s3)
-        paths = [filesystem(f, self.s3)[1] for f in self.staged_files(uri, pattern)]
+        return self.parquet_dataset(self.staged_files(uri, pattern), schema)
+
+    def parquet_dataset(self, uris: list[str], schema: pa.Schema | None = None) -> ds.Dataset:
+        """Parquet files (URIs on one filesystem) as one dataset, read lazily; without a schema, the files'
+        schemas unified (types widened)."""
+        fs, _ = filesystem(uris[0] if uris else self.root, self.s3)
+        paths = [filesystem(f, self.s3)[1] for f in uris]
         if schema is None and len(paths) > 1:
             schemas = [pq.read_schema(fs.open(path, "rb")) for path in paths]
             schema = pa.unify_schemas(schemas, promote_options="permissive")
         return ds.dataset(paths, filesystem=fs, format="parquet", schema=schema)
+
+    @contextmanager
+    def parquet_writer(self, uri: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A Parquet file written a batch at a time (one row group per ``write_table``); closed on exit."""
+        fs, path = filesystem(uri, self.s3)
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+            yield writer
 
     def read_staged(self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None) -> pa.Table:
         if not self.staged_files(uri, pattern):

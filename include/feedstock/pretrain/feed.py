@@ -29,6 +29,7 @@ import hashlib
 import json
 import posixpath
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -299,8 +300,11 @@ LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs"
 
 
 def _boilerplate_options(config: Config) -> tuple[int, int]:
+    from feedstock.pretrain.normalize import BOILERPLATE_MIN_CHARS, BOILERPLATE_MIN_DOCS
+
     options = config.pretrain.normalize
-    return int(options.get("boilerplate_min_docs", 5) or 0), int(options.get("boilerplate_min_chars", 20))
+    min_docs = options.get("boilerplate_min_docs", BOILERPLATE_MIN_DOCS)
+    return int(min_docs or 0), int(options.get("boilerplate_min_chars", BOILERPLATE_MIN_CHARS))
 
 
 def scan_dir(lake: Lake, config: Config, shard: Shard) -> str:
@@ -325,14 +329,9 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
     if lake.exists(marker):
         return lake.read_json(marker)
     lake.clear(work)
-    fs, path = filesystem(work, lake.s3)
-    fs.makedirs(path, exist_ok=True)
     result: dict[str, Any] = {"shard_id": shard.shard_id, "lines": posixpath.join(work, "lines.parquet")}
     try:
-        with (
-            fs.open(posixpath.join(path, "lines.parquet"), "wb") as handle,
-            pq.ParquetWriter(handle, LINES_SCHEMA) as out,
-        ):
+        with lake.parquet_writer(result["lines"], LINES_SCHEMA) as out:
             for batch in read_batches(shard, lake, config.pretrain.batch_size):
                 keys: Counter = Counter()
                 for doc in batch:
@@ -366,16 +365,9 @@ def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, 
     if not min_docs or not files:
         found = LINES_SCHEMA.empty_table().select(["source", "line"])
     else:
-        import pyarrow.dataset as ds
-
-        fs, _ = filesystem(files[0], lake.s3)
-        paths = [filesystem(f, lake.s3)[1] for f in files]
         con = duckdb.connect()
         # Streamed into DuckDB's aggregate (which can spill), not materialized: the counts grow with the corpus.
-        con.register(
-            "lines",
-            ds.dataset(paths, filesystem=fs, format="parquet", schema=LINES_SCHEMA).scanner().to_reader(),
-        )
+        con.register("lines", lake.parquet_dataset(files, LINES_SCHEMA).scanner().to_reader())
         found = con.sql(
             f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
         ).to_arrow_table()
@@ -403,16 +395,16 @@ def _process(
     steps = build_steps(config, boilerplate)
     hasher = dedup.MinHasher(p.minhash) if p.minhash else None
     stats: dict[str, Counter] = {"read": Counter()}
-    fs, path = filesystem(work, lake.s3)
-    fs.makedirs(path, exist_ok=True)
     writers: dict[str, pq.ParquetWriter] = {}
 
-    def writer(name: str, schema: pa.Schema) -> pq.ParquetWriter:
-        if name not in writers:
-            writers[name] = pq.ParquetWriter(fs.open(posixpath.join(path, name), "wb"), schema)
-        return writers[name]
+    with ExitStack() as opened:
 
-    try:
+        def writer(name: str, schema: pa.Schema) -> pq.ParquetWriter:
+            # Opened on first use, so a shard with no rejects (or nothing kept) has no such file.
+            if name not in writers:
+                writers[name] = opened.enter_context(lake.parquet_writer(posixpath.join(work, name), schema))
+            return writers[name]
+
         for batch in read_batches(shard, lake, p.batch_size):
             drops: list[Drop] = [d for d in batch if isinstance(d, Drop)]
             docs = [d for d in batch if isinstance(d, Document)]
@@ -429,9 +421,6 @@ def _process(
                 writer("docs.parquet", DOCS_SCHEMA).write_table(
                     _signed(kept, hasher, p.seed, p.output_shards)
                 )
-    finally:
-        for w in writers.values():
-            w.close()
     return {stage: dict(counter) for stage, counter in stats.items()}
 
 
@@ -494,22 +483,10 @@ def _docs_files(lake: Lake, results: list[dict[str, Any]]) -> list[str]:
     return [f for f in files if lake.exists(f)]
 
 
-def _read_files(
-    lake: Lake, files: list[str], schema: pa.Schema, columns: list[str] | None = None, filter_=None
-) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    if not files:
-        return schema.empty_table().select(columns or schema.names)
-    fs, _ = filesystem(files[0], lake.s3)
-    paths = [filesystem(f, lake.s3)[1] for f in files]
-    return ds.dataset(paths, filesystem=fs, format="parquet", schema=schema).to_table(
-        columns=columns, filter=filter_
-    )
-
-
 def _read_docs(lake: Lake, files: list[str], columns: list[str], filter_=None) -> pa.Table:
-    return _read_files(lake, files, DOCS_SCHEMA, columns, filter_)
+    if not files:
+        return DOCS_SCHEMA.empty_table().select(columns)
+    return lake.parquet_dataset(files, DOCS_SCHEMA).to_table(columns=columns, filter=filter_)
 
 
 def _previous(lake: Lake, columns: list[str], filter_=None) -> pa.Table | None:
@@ -604,7 +581,6 @@ def lsh(config: Config, lake: Lake, run_key: str, results: list[dict[str, Any]],
 
 def clusters(config: Config, lake: Lake, run_key: str, results: list[dict[str, Any]]) -> dict[str, int]:
     """Verify the candidate pairs and keep one document per near-duplicate cluster."""
-    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     schema = pa.schema([("doc_id", pa.string()), ("candidate", pa.string())])
@@ -627,7 +603,6 @@ def clusters(config: Config, lake: Lake, run_key: str, results: list[dict[str, A
             signatures[doc_id] = np.frombuffer(table["signature"][i].as_py(), dtype=np.uint32)
             releases[doc_id] = table["release"][i].as_py() if release is None else 0
     drops, unverified = dedup.fuzzy_clusters(pairs, signatures, releases, config.pretrain.minhash.threshold)
-    drops = drops.filter(pc.invert(pc.is_in(drops["doc_id"], _dropped(lake, run_key, "exact")["doc_id"])))
     lake.write_parquet(posixpath.join(run_dir(lake, run_key), "fuzzy", "clusters.parquet"), drops)
     return {
         "candidate_pairs": pairs.num_rows,
@@ -645,6 +620,7 @@ def write_shard(
     """Output shard ``shard``: its documents (weighted by source, shuffled by seed), tokenized, into the run's
     staging folder (the release moves it into place)."""
     import duckdb
+    import pyarrow.dataset as ds
 
     from feedstock.pretrain.tokenize import TokenShardWriter, load_tokenizer
 
@@ -655,8 +631,6 @@ def write_shard(
     weights = pa.table(
         {"source": list(p.weights), "weight": pa.array([float(w) for w in p.weights.values()], pa.float64())}
     )
-    import pyarrow.dataset as ds
-
     docs = _read_docs(lake, files, ["doc_id", "source", "text"], ds.field("out_shard") == shard)
     con = duckdb.connect()
     con.register("docs", docs)
@@ -691,18 +665,17 @@ def write_shard(
     docs_written = 0
     with (
         fs.open(posixpath.join(base, f"{name}.bin"), "wb") as bin_handle,
-        fs.open(posixpath.join(base, f"{name}.parquet"), "wb") as text_handle,
+        lake.parquet_writer(posixpath.join(out, f"{name}.parquet"), text_schema) as texts,
     ):
         tokens = TokenShardWriter(bin_handle, tokenizer.dtype, tokenizer.eos_id)
-        with pq.ParquetWriter(text_handle, text_schema) as texts:
-            for batch in reader:
-                counts = tokens.write(tokenizer.encode_batch(batch.column("text").to_pylist()))
-                texts.write_table(
-                    pa.Table.from_batches([batch]).append_column("n_tokens", pa.array(counts, pa.int32()))
-                )
-                for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
-                    tokens_by_source[source] += n
-                docs_written += batch.num_rows
+        for batch in reader:
+            counts = tokens.write(tokenizer.encode_batch(batch.column("text").to_pylist()))
+            texts.write_table(
+                pa.Table.from_batches([batch]).append_column("n_tokens", pa.array(counts, pa.int32()))
+            )
+            for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
+                tokens_by_source[source] += n
+            docs_written += batch.num_rows
     with fs.open(posixpath.join(base, f"{name}.idx"), "wb") as handle:
         handle.write(tokens.index_bytes())
     return {
@@ -959,20 +932,24 @@ def _release_rows(
             ]
             if dup_rows:
                 rejects.append(pa.Table.from_pylist(dup_rows, schema=REJECT_SCHEMA))
-            state = _state(kept["doc_id"], kept["source"], pa.array(status), ids, hashes, number)
             published = [s == "published" for s in status]
-            n = kept.num_rows
-            state = state.set_column(7, "exact_hash", kept["exact_hash"])
-            state = state.set_column(
-                8,
-                "signature",
-                pa.array(
-                    [v if p else None for v, p in zip(kept["signature"].to_pylist(), published, strict=True)],
-                    pa.binary(),
-                ),
+            signatures = [
+                v if p else None for v, p in zip(kept["signature"].to_pylist(), published, strict=True)
+            ]
+            state = _state(
+                kept["doc_id"],
+                kept["source"],
+                pa.array(status),
+                ids,
+                hashes,
+                number,
+                dedup_state={
+                    "exact_hash": kept["exact_hash"],
+                    "signature": pa.array(signatures, pa.binary()),  # only published ones are compared later
+                    "buckets": kept["buckets"],
+                    "spec": pa.array([spec] * kept.num_rows, pa.string()),
+                },
             )
-            state = state.set_column(9, "buckets", kept["buckets"])
-            state = state.set_column(10, "spec", pa.array([spec] * n, pa.string()))
             documents.append(state)
     reject_table = pa.concat_tables(rejects) if rejects else REJECT_SCHEMA.empty_table()
     reject_table = reject_table.append_column(
@@ -982,7 +959,16 @@ def _release_rows(
     return reject_table, document_table
 
 
-def _state(doc_ids, sources, status, ids: dict[str, str], hashes: dict[str, str], number: int) -> pa.Table:
+def _state(
+    doc_ids,
+    sources,
+    status,
+    ids: dict[str, str],
+    hashes: dict[str, str],
+    number: int,
+    dedup_state: dict[str, pa.Array] | None = None,
+) -> pa.Table:
+    """Rows of ``pretrain.documents``; ``dedup_state`` (hash, signature, buckets, spec) for documents kept."""
     n = len(doc_ids)
     doc_list = doc_ids.to_pylist()
     return pa.table(
@@ -998,6 +984,7 @@ def _state(doc_ids, sources, status, ids: dict[str, str], hashes: dict[str, str]
             "signature": pa.array([None] * n, pa.binary()),
             "buckets": pa.array([[]] * n, pa.list_(pa.int64())),
             "spec": pa.array([None] * n, pa.string()),
+            **(dedup_state or {}),
         },
         schema=DOCUMENTS_SCHEMA,
     )

@@ -25,6 +25,8 @@ from feedstock.pretrain.steps import Document, Step
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+BOILERPLATE_MIN_DOCS = 5  # a line in at least this many documents of a source is boilerplate
+BOILERPLATE_MIN_CHARS = 20  # shorter lines (headings, list markers) never are
 
 
 def line_key(line: str) -> int:
@@ -60,8 +62,8 @@ class Normalizer(Step):
     def __init__(
         self,
         ftfy: bool = True,
-        boilerplate_min_docs: int = 5,
-        boilerplate_min_chars: int = 20,
+        boilerplate_min_docs: int = BOILERPLATE_MIN_DOCS,
+        boilerplate_min_chars: int = BOILERPLATE_MIN_CHARS,
         boilerplate: dict[str, set[int]] | None = None,
     ):
         self.fix_encoding = ftfy
