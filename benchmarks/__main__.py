@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_ingest, bench_pretrain, bench_pretrain_feed, bench_rag, bench_warehouse
+from benchmarks import bench_ingest, bench_pretrain, bench_pretrain_feed, bench_quiet, bench_rag, bench_warehouse
 
 SUITES = {
     "ingest": bench_ingest.run,
@@ -14,6 +14,7 @@ SUITES = {
     "rag": bench_rag.run,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
+    "quiet": bench_quiet.run,
 }
 
 

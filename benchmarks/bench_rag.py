@@ -42,8 +42,8 @@ def _documents(root: Path, limit: int) -> list[dict]:
                     "mime_type": "text/plain",
                     "content_hash": str(hash(text)),
                     "is_deleted": False,
-                    "pages_json": None,
-                    "access_tags": "",
+                    "pages": None,
+                    "access_tags": [],
                 }
             )
     return docs

@@ -4,8 +4,9 @@
 Pulls every `documents` source in the feedstock configuration (local folders, `s3://` and any fsspec URL) into
 the lake, incrementally:
 
-1. **plan**: lists each source and compares it with the lake; unchanged files cost nothing, vanished files
-   become tombstones; the files to read are split into batches.
+1. **plan** (one mapped task per source): lists the source and compares it with the lake; unchanged files cost
+   nothing, vanished files become tombstones; the files to read are split into batches. A broken source (a bad
+   field, an unreachable URI) fails its own task with one line, and the other sources go on.
 2. **parse**: one mapped task per batch reads, hashes and parses the files (txt, md, html, pdf, docx,
    json/jsonl); files that cannot become text are quarantined with a reason.
 3. **validate**: one mapped task per source checks the pandera contract of `bronze.documents`.
@@ -17,11 +18,16 @@ Stats on every commit: `files_seen = ingested + unchanged + quarantined`, plus `
 
 from __future__ import annotations
 
-from airflow.sdk import AssetAlias, dag, get_current_context, task
+from airflow.sdk import AssetAlias, dag, task
 
 import feedstock_airflow as fa
 
 DOCUMENTS = AssetAlias("bronze.documents")
+
+
+def _succeeded(plans) -> list[dict]:
+    # By position: a failed source's plan has no value, and iterating past the end logs a missing XCom.
+    return [plans[i] for i in range(len(plans)) if plans[i]]
 
 
 @dag(
@@ -36,40 +42,51 @@ DOCUMENTS = AssetAlias("bronze.documents")
 def ingest_documents():
     @task
     def sources() -> list[str]:
-        return [source.name for source in fa.config().of_kind("documents")]
+        return fa.config().source_names("documents")
 
-    @task
-    def plan(sources: list[str]) -> list[dict]:
-        from feedstock.documents import ingest
-
-        cfg, context = fa.config(), get_current_context()
-        lake, batches = fa.lake(cfg), []
-        for name in sources:
-            with fa.one_line_errors():
-                planned, summary = ingest.plan(cfg.source(name), lake, fa.run_key(context))
-            print(
-                f"source {name}: {summary['files_seen']} files, {summary['to_parse']} to read in "
-                f"{len(planned)} batches, {len(summary['tombstones'])} deleted"
-            )
-            batches += [b.to_dict() for b in planned]
-        return batches
-
-    @task(map_index_template="{{ task.op_kwargs['batch']['source'] }}#{{ task.op_kwargs['batch']['index'] }}")
-    def parse(batch: dict) -> dict:
+    @task(map_index_template="{{ task.op_kwargs['source'] }}")
+    def plan(source: str, **context) -> dict:
         from feedstock.documents import ingest
 
         cfg = fa.config()
-        source, when = cfg.source(batch["source"]), fa.as_of(get_current_context())
-        return ingest.parse_batch(source, fa.lake(cfg), ingest.Batch(**batch), when)
+        spec = fa.source(cfg, source)
+        with fa.one_line_errors():
+            planned, summary = ingest.plan(spec, fa.lake(cfg), fa.run_key(context))
+        fa.log.info(
+            "source %s: %s files, %s to read in %s batches, %s deleted",
+            source,
+            summary["files_seen"],
+            summary["to_parse"],
+            len(planned),
+            len(summary["tombstones"]),
+        )
+        return {"source": source, "batches": [b.to_dict() for b in planned]}
 
-    @task(trigger_rule="none_failed", map_index_template="{{ task.op_kwargs['source'] }}")
-    def validate(source: str) -> dict:
+    @task(trigger_rule="all_done")
+    def batches(plans) -> list[dict]:
+        """The batches of every source that planned; a source whose plan failed stays out of the run."""
+        return [batch for p in _succeeded(plans) for batch in p["batches"]]
+
+    @task(trigger_rule="all_done")
+    def planned(plans) -> list[str]:
+        return [p["source"] for p in _succeeded(plans)]
+
+    @task(map_index_template="{{ task.op_kwargs['batch']['source'] }}#{{ task.op_kwargs['batch']['index'] }}")
+    def parse(batch: dict, **context) -> dict:
         from feedstock.documents import ingest
 
-        cfg, context = fa.config(), get_current_context()
+        cfg = fa.config()
+        spec = fa.source(cfg, batch["source"])
+        return ingest.parse_batch(spec, fa.lake(cfg), ingest.Batch(**batch), fa.as_of(context))
+
+    @task(trigger_rule="none_failed", map_index_template="{{ task.op_kwargs['source'] }}")
+    def validate(source: str, **context) -> dict:
+        from feedstock.documents import ingest
+
+        cfg = fa.config()
         with fa.one_line_errors():
             return ingest.validate(
-                cfg.source(source),
+                fa.source(cfg, source),
                 fa.lake(cfg),
                 fa.run_key(context),
                 cfg.validation.max_failure_ratio,
@@ -79,23 +96,24 @@ def ingest_documents():
     @task(
         trigger_rule="none_failed", outlets=[DOCUMENTS], map_index_template="{{ task.op_kwargs['source'] }}"
     )
-    def commit(source: str, *, outlet_events=None) -> dict:
+    def commit(source: str, *, outlet_events=None, **context) -> dict:
         from feedstock.documents import ingest
 
-        cfg, context = fa.config(), get_current_context()
+        cfg = fa.config()
         lake = fa.lake(cfg)
         before = lake.version(ingest.documents_table(source))
         stats = ingest.commit(
-            cfg.source(source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context)
+            fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context)
         )
         if lake.version(ingest.documents_table(source)) != before:
             outlet_events[DOCUMENTS].add(fa.asset(lake, ingest.documents_table(source)), extra=stats)
-        print(f"source {source}: {stats}")
+        fa.log.info("source %s: %s", source, stats)
         return stats
 
-    names = sources()
-    parsed = parse.expand(batch=plan(names))
-    parsed >> validate.expand(source=names) >> commit.expand(source=names)
+    plans = plan.expand(source=sources())
+    ready = planned(plans)
+    parsed = parse.expand(batch=batches(plans))
+    parsed >> validate.expand(source=ready) >> commit.expand(source=ready)
 
 
 ingest_documents()

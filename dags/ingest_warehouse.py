@@ -4,7 +4,10 @@
 Pulls every `warehouse` source in the feedstock configuration (a table or query behind an Airflow connection:
 PostgreSQL, DuckDB, SQLite or anything SQLAlchemy reaches) into the lake, incrementally:
 
-1. **extract**: one mapped task per source streams rows in bounded batches. With a `watermark` column it reads
+Each source is a mapped task group (extract, validate, commit), labelled by the source: a broken source (a bad
+field, a failing connection) fails only its own tasks, with one line, and the others commit.
+
+1. **extract**: streams rows in bounded batches. With a `watermark` column it reads
    the rows with `last committed watermark < watermark <= data interval end`; without one it reads the table
    and detects deletions. Values that no longer fit the lake's column type are quarantined.
 2. **validate**: checks the pandera contract (key present and unique, known operation).
@@ -16,11 +19,12 @@ Stats on every commit: `rows_read, rows_written, rows_quarantined, watermark, co
 
 from __future__ import annotations
 
-from airflow.sdk import AssetAlias, dag, get_current_context, task
+from airflow.sdk import AssetAlias, dag, task, task_group
 
 import feedstock_airflow as fa
 
 WAREHOUSE = AssetAlias("bronze.warehouse")
+LABEL = "{{ source_label }}"  # a mapped task group's tasks are labelled by their source (set by fa.source)
 
 
 @dag(
@@ -35,52 +39,68 @@ WAREHOUSE = AssetAlias("bronze.warehouse")
 def ingest_warehouse():
     @task
     def sources() -> list[str]:
-        return [source.name for source in fa.config().of_kind("warehouse")]
+        return fa.config().source_names("warehouse")
 
-    @task(map_index_template="{{ task.op_kwargs['source'] }}")
-    def extract(source: str) -> str:
-        from feedstock import warehouse
+    @task_group
+    def source(name: str):
+        """One source's extract, validate and commit: a broken source fails only its own tasks."""
 
-        cfg, context = fa.config(), get_current_context()
-        spec = cfg.source(source)
-        with fa.one_line_errors():
-            stats = warehouse.extract(
-                spec, fa.sqlalchemy_url(spec.conn_id), fa.lake(cfg), fa.run_key(context), fa.as_of(context)
+        @task(map_index_template=LABEL)
+        def extract(source: str, **context) -> str:
+            from feedstock import warehouse
+
+            cfg = fa.config()
+            spec = fa.source(cfg, source)
+            with fa.one_line_errors():
+                stats = warehouse.extract(
+                    spec,
+                    fa.sqlalchemy_url(spec.conn_id),
+                    fa.lake(cfg),
+                    fa.run_key(context),
+                    fa.as_of(context),
+                )
+            fa.log.info(
+                "source %s: read %s rows, quarantined %s; columns added %s, dropped %s",
+                source,
+                stats["rows_read"],
+                stats["rows_quarantined"],
+                stats["columns_added"],
+                stats["columns_dropped"],
             )
-        print(
-            f"source {source}: read {stats['rows_read']} rows, quarantined {stats['rows_quarantined']}; "
-            f"columns added {stats['columns_added']}, dropped {stats['columns_dropped']}"
-        )
-        return source
+            return source
 
-    @task(map_index_template="{{ task.op_kwargs['source'] }}")
-    def validate(source: str) -> str:
-        from feedstock import warehouse
+        @task(map_index_template=LABEL)
+        def validate(source: str, **context) -> str:
+            from feedstock import warehouse
 
-        cfg, context = fa.config(), get_current_context()
-        with fa.one_line_errors():
-            warehouse.validate(
-                cfg.source(source),
-                fa.lake(cfg),
-                fa.run_key(context),
-                cfg.validation.max_failure_ratio,
-                fa.as_of(context),
+            cfg = fa.config()
+            with fa.one_line_errors():
+                warehouse.validate(
+                    fa.source(cfg, source),
+                    fa.lake(cfg),
+                    fa.run_key(context),
+                    cfg.validation.max_failure_ratio,
+                    fa.as_of(context),
+                )
+            return source
+
+        @task(outlets=[WAREHOUSE], map_index_template=LABEL)
+        def commit(source: str, *, outlet_events=None, **context) -> dict:
+            from feedstock import warehouse
+
+            cfg = fa.config()
+            lake = fa.lake(cfg)
+            stats = warehouse.commit(
+                fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context)
             )
-        return source
+            if stats["rows_written"]:
+                outlet_events[WAREHOUSE].add(fa.asset(lake, warehouse.bronze_table(source)), extra=stats)
+            fa.log.info("source %s: %s", source, stats)
+            return stats
 
-    @task(outlets=[WAREHOUSE], map_index_template="{{ task.op_kwargs['source'] }}")
-    def commit(source: str, *, outlet_events=None) -> dict:
-        from feedstock import warehouse
+        commit(validate(extract(name)))
 
-        cfg, context = fa.config(), get_current_context()
-        lake = fa.lake(cfg)
-        stats = warehouse.commit(cfg.source(source), lake, fa.run_key(context), fa.produced_by(context))
-        if stats["rows_written"]:
-            outlet_events[WAREHOUSE].add(fa.asset(lake, warehouse.bronze_table(source)), extra=stats)
-        print(f"source {source}: {stats}")
-        return stats
-
-    commit.expand(source=validate.expand(source=extract.expand(source=sources())))
+    source.expand(name=sources())
 
 
 ingest_warehouse()

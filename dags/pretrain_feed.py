@@ -5,7 +5,9 @@ Builds a continued-pretraining release: cleaned, filtered, PII-redacted, dedupli
 against earlier releases) and tokenized text shards. Weekly (Sunday 04:00 UTC); trigger it from the UI, where the
 `sources` param limits a run to some sources.
 
-1. **prepare**: numbers the release, pins the bronze inputs, checks the tokenizer and the dbt sources.
+1. **prepare**: numbers the release, pins the inputs (bronze versions, corpus file versions) and lands the bronze
+   ones in this run's own DuckDB file. When nothing changed since the last run, it says so and every later task
+   is skipped.
 2. **transform** (dbt via cosmos): the `pretrain_documents` mart, in this run's own DuckDB file.
 3. **plan**: the corpus shards (files, or parts of large files) and mart documents no release has processed yet.
 4. **process** (one mapped task per shard): normalize, language ID, quality filters, PII redaction,
@@ -41,13 +43,13 @@ AFTER = "none_failed"  # the global stages run even when a mapped stage had noth
     params={"sources": Param([], type="array", description="Only these sources (empty: every source)")},
 )
 def pretrain_feed():
-    @task
-    def prepare() -> dict:
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def prepare(**context) -> dict:
         feed, cfg, lake, _ = fa.pretrain_run()
-        fa.check_dbt_sources(cfg)
         with fa.one_line_errors():
-            prepared = feed.prepare(cfg, lake)
-        return {**prepared, "env": fa.dbt_env(cfg, get_current_context())}
+            prepared = feed.prepare(cfg, lake, fa.dbt_run_file(context))
+        fa.log.info(prepared["message"])
+        return {**prepared, "env": fa.dbt_env(context)} if prepared["changed"] else {}
 
     # The RAG mart's tests touch shared models, but need the RAG mart: not this feed's.
     transform = fa.dbt_transform(select=["+pretrain_documents"], exclude=["rag_documents+"])
@@ -57,7 +59,7 @@ def pretrain_feed():
         feed, cfg, lake, run = fa.pretrain_run()
         with fa.one_line_errors():
             planned = feed.plan(cfg, lake, run, prepared["env"]["FEEDSTOCK_DUCKDB"])
-        print(f"pretrain plan: {planned['stats']}")
+        fa.log.info("pretrain plan: %s", planned["stats"])
         return planned["shards"]
 
     @task
@@ -79,7 +81,9 @@ def pretrain_feed():
     def process(shard: dict) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
         result = feed.process_shard(cfg, lake, shard, run)
-        print(f"{result['label']}: {result['status']} {result['reason'] or ''} {result['stats']}")
+        fa.log.info(
+            "%s: %s %s %s", result["label"], result["status"], result["reason"] or "", result["stats"]
+        )
         return result
 
     @task(trigger_rule=AFTER)
@@ -110,7 +114,8 @@ def pretrain_feed():
             stats = feed.release(
                 cfg, lake, run, prepared, list(results or []), dedup_stats, list(shards or []), by
             )
-        print(f"pretrain release: {stats}")
+        feed.finish(lake, prepared, get_current_context()["run_id"])
+        fa.log.info("pretrain release: %s", stats)
         return stats
 
     prepared = prepare()

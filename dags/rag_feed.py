@@ -4,9 +4,11 @@
 Keeps the RAG index fresh without re-embedding what did not change. Runs nightly and whenever an ingestion DAG
 commits new bronze data.
 
-1. **prepare**: checks the config and the generated dbt sources, and pins the bronze versions this run reads.
+1. **prepare**: pins the bronze version of every configured source and lands exactly those versions in this
+   run's own DuckDB file. When nothing changed since the last run (same bronze versions, same configuration),
+   it says so and every later task is skipped.
 2. **transform** (dbt via cosmos, one task per model and test): staging, intermediate and the `rag_documents`
-   mart, built in this run's own DuckDB file.
+   mart.
 3. **plan**: re-chunks only documents whose content changed; stages the chunks not yet in the index.
 4. **embed**: one mapped task per batch of new chunks.
 5. **validate**: the embeddings' contract (dimension, finite vectors, non-empty text).
@@ -19,15 +21,7 @@ Stats: `chunks_total, embedded, reused, removed, recall_at_k, mrr`.
 
 from __future__ import annotations
 
-from airflow.sdk import (
-    Asset,
-    AssetAlias,
-    AssetOrTimeSchedule,
-    CronTriggerTimetable,
-    dag,
-    get_current_context,
-    task,
-)
+from airflow.sdk import Asset, AssetAlias, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 import feedstock_airflow as fa
 
@@ -46,23 +40,25 @@ import feedstock_airflow as fa
     render_template_as_native_obj=True,
 )
 def rag_feed():
-    @task
-    def prepare() -> dict:
-        cfg, context = fa.config(), get_current_context()
-        fa.check_dbt_sources(cfg)
-        lake = fa.lake(cfg)
-        inputs = [lake.pinned(name) for name in lake.tables() if name.startswith("bronze.")]
-        return {"env": fa.dbt_env(cfg, context), "inputs": inputs}
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def prepare(**context) -> dict:
+        from feedstock.rag import index
+
+        cfg = fa.config()
+        with fa.one_line_errors():
+            prepared = index.prepare(cfg, fa.lake(cfg), fa.dbt_run_file(context))
+        fa.log.info(prepared["message"])
+        return {**prepared, "env": fa.dbt_env(context)} if prepared["changed"] else {}
 
     transform = fa.dbt_transform(select=["+rag_documents"])
 
     @task
-    def plan(prepared: dict) -> list[str]:
+    def plan(prepared: dict, **context) -> list[str]:
         from feedstock.rag import index
 
-        cfg, context = fa.config(), get_current_context()
+        cfg = fa.config()
         planned = index.plan(cfg, fa.lake(cfg), prepared["env"]["FEEDSTOCK_DUCKDB"], fa.run_key(context))
-        print(f"rag plan: {planned.stats}")
+        fa.log.info("rag plan: %s", planned.stats)
         return planned.batches
 
     @task(map_index_template="{{ task.op_kwargs['batch'].rsplit('/', 1)[-1] }}")
@@ -74,19 +70,19 @@ def rag_feed():
             return index.embed_batch(cfg, fa.lake(cfg), batch)
 
     @task(trigger_rule="none_failed")
-    def validate() -> dict:
+    def validate(**context) -> dict:
         from feedstock.rag import index
 
         cfg = fa.config()
         with fa.one_line_errors():
-            return index.validate(cfg, fa.lake(cfg), fa.run_key(get_current_context()))
+            return index.validate(cfg, fa.lake(cfg), fa.run_key(context))
 
     @task
-    def build() -> dict:
+    def build(**context) -> dict:
         from feedstock.rag import index
 
         cfg = fa.config()
-        return index.build(cfg, fa.lake(cfg), fa.run_key(get_current_context()))
+        return index.build(cfg, fa.lake(cfg), fa.run_key(context))
 
     @task
     def evaluate(built: dict) -> dict:
@@ -94,27 +90,23 @@ def rag_feed():
 
         cfg = fa.config()
         scores = index.evaluate(cfg, fa.lake(cfg), built)
-        recall = scores.get(f"recall_at_{cfg.rag.k}")
-        print(f"golden set: {scores}")
-        if recall is not None and recall < cfg.rag.min_recall:
-            message = (
-                f"recall@{cfg.rag.k} {recall:.3f} is below rag.min_recall {cfg.rag.min_recall}; not released"
-            )
-            if cfg.rag.on_low_recall == "fail":
-                with fa.one_line_errors():
-                    raise index.contracts.ContractViolation(message)
-            print(f"WARNING: {message}")
+        fa.log.info("golden set: %s", scores)
+        with fa.one_line_errors():
+            if warning := index.recall_gate(cfg, scores):
+                fa.log.warning(warning)
         return scores
 
     @task(outlets=[Asset(name="rag.index", uri="feedstock://rag/index")])
-    def release(prepared: dict, built: dict, scores: dict) -> dict:
+    def release(prepared: dict, built: dict, scores: dict, **context) -> dict:
         from feedstock.rag import index
 
-        cfg, context = fa.config(), get_current_context()
+        cfg = fa.config()
+        lake = fa.lake(cfg)
         stats = index.release(
-            cfg, fa.lake(cfg), fa.run_key(context), built, fa.produced_by(context), prepared["inputs"], scores
+            cfg, lake, fa.run_key(context), built, fa.produced_by(context), prepared["inputs"], scores
         )
-        print(f"rag release: {stats}")
+        index.finish(lake, prepared, context["run_id"])
+        fa.log.info("rag release: %s", stats)
         return stats
 
     prepared = prepare()

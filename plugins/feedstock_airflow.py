@@ -8,6 +8,7 @@ imports Airflow.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -20,11 +21,9 @@ from typing import Any
 from airflow.sdk import Asset, BaseHook, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from feedstock.config import Config, ConfigError, load_config
-from feedstock.contracts import ContractViolation
+from feedstock.config import Config, load_config
+from feedstock.errors import ConfigError, ContractViolation, EmbeddingError, ReleaseConflict
 from feedstock.lake import Lake, S3Settings
-from feedstock.pretrain.feed import ReleaseConflict
-from feedstock.rag.embedders import EmbeddingError
 
 DEFAULT_ARGS = {
     "retries": 2,
@@ -32,6 +31,7 @@ DEFAULT_ARGS = {
     "owner": "feedstock",
 }
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+log = logging.getLogger("feedstock")
 
 
 @contextmanager
@@ -40,12 +40,22 @@ def one_line_errors():
     try:
         yield
     except (ConfigError, ContractViolation, FileNotFoundError, EmbeddingError, ReleaseConflict) as exc:
+        log.error(str(exc))  # the reason first; Airflow's traceback of the failure follows
         raise AirflowFailException(str(exc)) from None
 
 
 def config() -> Config:
     with one_line_errors():
         return load_config()
+
+
+def source(cfg: Config, name: str):
+    """The named source. A broken one fails its own task (and only it), with its one-line reason first in the log."""
+    get_current_context()["source_label"] = name  # for map_index_template="{{ source_label }}"
+    if problem := cfg.problem(name):
+        log.error(problem)
+        raise AirflowFailException(problem)
+    return cfg.source(name)
 
 
 def pretrain_config() -> Config:
@@ -124,13 +134,12 @@ def pretrain_run():
     return feed, cfg, lake(cfg), run_key(get_current_context())
 
 
-def dbt_env(cfg: Config, context: dict[str, Any]) -> dict[str, str]:
-    """What a feed's dbt tasks need: the lake, the run's own DuckDB file and the S3 settings for delta-rs."""
-    return {
-        "FEEDSTOCK_LAKE": cfg.lake,
-        "FEEDSTOCK_DUCKDB": dbt_run_file(context),
-        **lake(cfg).s3.delta_options(),
-    }
+def dbt_env(context: dict[str, Any]) -> dict[str, str]:
+    """What a feed's dbt tasks need: only the run's own DuckDB file, where ``prepare`` landed the sources.
+
+    dbt never reads the lake, so no credential is passed to it (or stored in XCom).
+    """
+    return {"FEEDSTOCK_DUCKDB": dbt_run_file(context)}
 
 
 def dbt_transform(select: list[str], exclude: list[str] | None = None):
@@ -141,6 +150,11 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
     """
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import InvocationMode, LoadMode
+
+    # Parsing the project is not news in every task's log; what dbt does when a task runs still is.
+    logging.getLogger("cosmos").setLevel(logging.WARNING)
+    logging.getLogger("cosmos.operators").setLevel(logging.INFO)
+    logging.getLogger("cosmos.hooks").setLevel(logging.INFO)
 
     return DbtTaskGroup(
         group_id="transform",
@@ -156,6 +170,7 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
             select=select,
             exclude=exclude or [],
             should_detach_multiple_parents_tests=True,  # a relationships test runs after both its models
+            emit_datasets=False,  # the Assets a user cares about are the lake's tables, not one per run file
         ),
         operator_args={
             "env": "{{ ti.xcom_pull(task_ids='prepare')['env'] }}",
@@ -167,19 +182,10 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
     )
 
 
-def check_dbt_sources(cfg: Config) -> None:
-    """The generated dbt sources must match the configuration (``feedstock dbt-sources`` writes them)."""
-    from feedstock import transform
-
-    with one_line_errors():
-        if stale := transform.stale(cfg):
-            raise ConfigError(f"dbt sources are stale ({stale[0]}): run `feedstock dbt-sources` and commit")
-
-
 @task
-def cleanup_run_file(prepared: dict) -> None:
-    """Teardown: delete the run's DuckDB file, whatever happened to the run."""
-    path = prepared["env"]["FEEDSTOCK_DUCKDB"]
+def cleanup_run_file(prepared: dict | None = None, **context) -> None:
+    """Teardown: delete the run's DuckDB file, whatever happened to the run (even a failed ``prepare``)."""
+    path = dbt_run_file(context)
     for suffix in ("", ".wal"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)

@@ -1,8 +1,9 @@
 """The catalog: one entry per lake dataset, derived from each Delta table's own log (nothing stored twice).
 
-Entry fields: ``name, version, uri, format, rows, created_at, produced_by, inputs, stats``, where
-``produced_by``, ``inputs`` and ``stats`` come from the newest commit that feedstock made and ``uri`` opens with
-``deltalake.DeltaTable``.
+Entry fields: ``name, version, uri, format, rows, created_at, produced_by, inputs, stats, detached``, where
+``produced_by``, ``inputs`` and ``stats`` come from the newest commit that feedstock made, ``uri`` opens with
+``deltalake.DeltaTable``, and ``detached`` marks the bronze and quarantine tables of a source that is no longer in
+the configuration (they stay in the lake; the feeds no longer read them).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ class Entry:
     produced_by: dict[str, str]
     inputs: list[str]
     stats: dict[str, Any]
+    detached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def entry(lake: Lake, name: str) -> Entry | None:
+def entry(lake: Lake, name: str, configured: set[str] | None = None) -> Entry | None:
     table = lake.table(name)
     if table is None:
         return None
@@ -51,12 +53,15 @@ def entry(lake: Lake, name: str) -> Entry | None:
         produced_by=made.get("produced_by", {}),
         inputs=list(made.get("inputs", [])),
         stats=made.get("stats", {}),
+        detached=configured is not None
+        and name.startswith(("bronze.", "quarantine."))
+        and name.rsplit(".", 1)[-1] not in configured,
     )
 
 
-def catalog(lake: Lake) -> list[Entry]:
-    """Every dataset in the lake, sorted by name."""
-    return [e for e in (entry(lake, name) for name in lake.tables()) if e is not None]
+def catalog(lake: Lake, configured: set[str] | None = None) -> list[Entry]:
+    """Every dataset in the lake, sorted by name; with the configured source names, detached ones marked."""
+    return [e for e in (entry(lake, name, configured) for name in lake.tables()) if e is not None]
 
 
 def render_table(entries: list[Entry]) -> str:
@@ -68,7 +73,8 @@ def render_table(entries: list[Entry]) -> str:
             str(e.version),
             str(e.rows),
             e.created_at[:19].replace("T", " "),
-            f"{e.produced_by.get('dag_id', '-')}.{e.produced_by.get('task_id', '-')}",
+            f"{e.produced_by.get('dag_id', '-')}.{e.produced_by.get('task_id', '-')}"
+            + (" (detached: source not configured)" if e.detached else ""),
         )
         for e in entries
     ]

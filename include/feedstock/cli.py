@@ -6,12 +6,20 @@ import argparse
 import json
 import sys
 
-from feedstock.config import ConfigError, load_config
+from feedstock.config import Config, ConfigError, load_config
 from feedstock.lake import Lake
 
 
+def _config() -> Config:
+    """The configuration; a broken source is one warning line, and the command goes on without it."""
+    config = load_config()
+    for broken in config.broken:
+        print(f"warning: {broken.error}", file=sys.stderr)
+    return config
+
+
 def _lake() -> Lake:
-    return Lake(load_config().lake)
+    return Lake(_config().lake)
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -28,7 +36,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from feedstock.rag.index import json_results, search
 
-    config = load_config()
+    config = _config()
     results = search(
         config, Lake(config.lake), args.question, k=args.k, source=args.source, mode=args.mode, tags=args.tag
     )
@@ -41,22 +49,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{rank}. [{hit['score']:.3f}] {hit['doc_id']}{page}\n   {where}\n   {hit['text'][:240]!s}\n")
     if not results:
         print("no results")
-    return 0
-
-
-def cmd_dbt_sources(args: argparse.Namespace) -> int:
-    from feedstock import transform
-
-    config = load_config()
-    if args.check:
-        stale = transform.stale(config)
-        if stale:
-            print(f"feedstock dbt-sources: stale generated files: {', '.join(stale)}", file=sys.stderr)
-            return 1
-        print("dbt sources are up to date")
-        return 0
-    changed = transform.write(config)
-    print("\n".join(f"wrote dbt_project/{path}" for path in changed) or "dbt sources are up to date")
     return 0
 
 
@@ -84,9 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=["vector", "hybrid"], default="vector")
     search.add_argument("--json", action="store_true", help="print a JSON list")
     search.set_defaults(func=cmd_search)
-    dbt = commands.add_parser("dbt-sources", help="write the dbt sources and staging models for the config")
-    dbt.add_argument("--check", action="store_true", help="only report stale files (non-zero exit)")
-    dbt.set_defaults(func=cmd_dbt_sources)
     pretrain = commands.add_parser("pretrain", help="inspect the pretraining releases")
     pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
     decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")

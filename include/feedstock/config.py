@@ -1,78 +1,283 @@
 """Configuration: the YAML file that names the lake and the sources.
 
 The file's path comes from ``FEEDSTOCK_CONFIG`` (default ``include/config/feedstock.yaml``) and the lake root
-from ``FEEDSTOCK_LAKE`` when it is set. Every problem is raised as a :class:`ConfigError` whose message is one
-line naming the source and the field, so a user sees what to fix instead of a traceback.
+from ``FEEDSTOCK_LAKE`` when it is set. Every option is parsed when the file is loaded into a frozen
+dataclass whose ``__post_init__`` checks each field against its annotation and its rule, so every problem is
+a :class:`ConfigError` whose message is one line naming the source and the field.
+
+Problems at the top level (the YAML, the lake, ``validation``, ``rag``, ``pretrain``, unknown keys) fail the
+load. A problem inside one source does not: that entry becomes a :class:`BrokenSource` in
+:attr:`Config.broken`, so the other sources keep working and only the broken one's tasks fail, with its line.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from dataclasses import dataclass, field, fields
+import tempfile
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from feedstock.errors import ConfigError
+
+__all__ = [
+    "PROJECT_ROOT",
+    "BrokenSource",
+    "Config",
+    "ConfigError",
+    "CorpusSource",
+    "DocumentSource",
+    "Embedding",
+    "MinHash",
+    "Pretrain",
+    "Rag",
+    "Source",
+    "Validation",
+    "WarehouseSource",
+    "config_path",
+    "load_config",
+    "parse_config",
+    "resolve_uri",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "include" / "config" / "feedstock.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one line."""
+# ---- field rules ------------------------------------------------------------------------------------------
+
+
+def _rule(
+    must_be: str, check: Callable[[Any], bool] | None = None, default: Any = MISSING, factory: Any = MISSING
+) -> Any:
+    """A field that must be ``must_be``: its type, then ``check`` if given (a None value is not checked)."""
+    return field(default=default, default_factory=factory, metadata={"must_be": must_be, "check": check})
+
+
+def _positive_int(default: Any = MISSING) -> Any:
+    return _rule("a positive integer", lambda v: v >= 1, default)
+
+
+def _positive(default: Any) -> Any:
+    return _rule("a positive number", lambda v: v > 0, default)
+
+
+def _one_of(default: Any, *choices: str) -> Any:
+    return _rule(f"{', '.join(choices[:-1])} or {choices[-1]}", lambda v: v in choices, default)
+
+
+def _text(must_be: str, default: Any = MISSING) -> Any:
+    return _rule(must_be, lambda v: v != "", default)
+
+
+def _name() -> Any:
+    return _rule("lower_snake_case", lambda v: bool(_NAME.match(v)))
+
+
+# ---- the checker: each field against its annotation and its rule -------------------------------------------
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` for a mapping from the file: unknown and missing fields named, YAML lists as tuples."""
+    known = {f.name: f for f in fields(cls) if f.init}
+    _reject_unknown(values, known, where)
+    for name, f in known.items():
+        if name not in values and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{where}: field '{name}' is required")
+    hints = _hints(cls)
+    return cls(**{k: _as_declared(v, hints[k]) for k, v in values.items()})
+
+
+def _section(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: field '{key}' must be a mapping, got {_show(value)}")
+    return value
+
+
+def _reject_unknown(
+    values: dict[Any, Any], known: typing.Iterable[str], where: str, noun: str = "field"
+) -> None:
+    known = list(known)
+    unknown = [str(k) for k in values if k not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
+        raise ConfigError(f"{where}: unknown {noun} '{unknown[0]}' ({hint})")
+
+
+def _check_fields(obj: Any, where: str) -> None:
+    """Raise a one-line :class:`ConfigError` for the first field of ``obj`` that breaks its type or rule."""
+    hints = _hints(type(obj))
+    for f in fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        check = f.metadata.get("check")
+        if not _conforms(value, hint) or (check is not None and value is not None and not check(value)):
+            must_be = f.metadata.get("must_be") or _describe(hint)
+            raise ConfigError(f"{where}: field '{f.name}' must be {must_be}, got {_show(value)}")
+
+
+def _check_mapping(values: dict[str, Any], options: dict[str, Any], where: str) -> None:
+    """A stage's option mapping: known keys only, each of its type."""
+    _reject_unknown(values, options, where, noun="key")
+    for key, value in values.items():
+        if not _conforms(value, options[key]):
+            raise ConfigError(f"{where}: key '{key}' must be {_describe(options[key])}, got {_show(value)}")
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if _is_union(hint):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list):
+        return isinstance(value, origin) and all(_conforms(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    return isinstance(value, hint)
+
+
+_NOUNS = {
+    str: ("a string", "strings"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    bool: ("true or false", "true/false values"),
+}
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    """An annotation in the words of the file: ``tuple[str, ...] | None`` is 'a list of strings or null'."""
+    if _is_union(hint):
+        args = typing.get_args(hint)
+        text = " or ".join(_describe(arg, plural) for arg in args if arg is not type(None))
+        return f"{text} or null" if type(None) in args else text
+    if hint in _NOUNS:
+        return _NOUNS[hint][plural]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list):
+        return f"{'lists' if plural else 'a list'} of {_describe(args[0], True)}"
+    if origin is dict or hint is dict or is_dataclass(hint):
+        text = "mappings" if plural else "a mapping"
+        if args and args[1] is not Any:
+            text += f" of {_describe(args[0], True)} to {_describe(args[1], True)}"
+        return text
+    return "values" if plural else "a value"
+
+
+def _as_declared(value: Any, hint: Any) -> Any:
+    """A YAML list becomes the tuple a field declares (the check that follows rejects anything else)."""
+    declared = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if isinstance(value, list) and any(typing.get_origin(h) is tuple for h in declared):
+        return tuple(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+# ---- sources ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DocumentSource:
     """A folder of documents at any fsspec URL."""
 
-    name: str
-    uri: str
-    include: tuple[str, ...] = ("**/*",)
+    name: str = _name()
+    uri: str = _text("a path or URL")
+    include: tuple[str, ...] = ("**/*",)  # one glob or a list of them
     exclude: tuple[str, ...] = ()
-    text_field: str = "text"  # the field holding the text in .json/.jsonl files
+    text_field: str = _text("a field name", "text")  # the field holding the text in .json/.jsonl files
     title_field: str = "title"
-    max_file_mb: float = 50.0
-    batch_size: int = 200  # files per mapped parse task
+    max_file_mb: float = _positive(50.0)
+    batch_size: int = _positive_int(200)  # files per mapped parse task
     aws_conn_id: str | None = None
     access_tags: tuple[str, ...] = ()  # carried onto every chunk, for filtered search
     kind: str = field(default="documents", init=False)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, f"source '{self.name}'")
 
 
 @dataclass(frozen=True)
 class WarehouseSource:
     """A table or query behind an Airflow connection, read through SQLAlchemy."""
 
-    name: str
-    conn_id: str
-    key: str
+    name: str = _name()
+    conn_id: str = _text("an Airflow connection id")
+    key: str = _text("a column name")
     table: str | None = None
     query: str | None = None
     watermark: str | None = None
-    batch_size: int = 50_000  # rows per fetch; bounds the task's memory
+    batch_size: int = _positive_int(50_000)  # rows per fetch; bounds the task's memory
     access_tags: tuple[str, ...] = ()
     # Renders each row as a document for the feeds: {"title": "...{col}...", "text": "...", "where": "sql"}
     document: dict[str, str] | None = None
     kind: str = field(default="warehouse", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"source '{self.name}'"
+        _check_fields(self, where)
+        if bool(self.table) == bool(self.query):
+            raise ConfigError(f"{where}: give exactly one of fields 'table' and 'query'")
+        if self.document is not None:
+            unknown = sorted(set(self.document) - {"title", "text", "where"})
+            if unknown:
+                raise ConfigError(f"{where}: field 'document' has unknown key '{unknown[0]}'")
+            if not self.document.get("text"):
+                raise ConfigError(f"{where}: field 'document' needs at least a 'text' template")
 
 
 @dataclass(frozen=True)
 class CorpusSource:
     """A large text corpus in object storage, for continued pretraining: JSONL (plain, .gz, .zst) or Parquet."""
 
-    name: str
-    uri: str
-    format: str = "jsonl"  # jsonl (plain, .gz or .zst) or parquet
-    text_field: str = "text"
+    name: str = _name()
+    uri: str = _text("a path or URL")
+    format: str = _one_of("jsonl", "jsonl", "parquet")  # jsonl (plain, .gz or .zst) or parquet
+    text_field: str = _text("a field name", "text")
     id_field: str | None = "id"  # without it a record's id is its position in the file
     include: tuple[str, ...] = ("**/*",)
     exclude: tuple[str, ...] = ()
-    part_mb: float = 256.0  # a plain .jsonl or a Parquet file larger than this is split into parts (shards)
+    part_mb: float = _positive(256.0)  # a plain .jsonl or a Parquet file larger than this is split into parts
     aws_conn_id: str | None = None
     access_tags: tuple[str, ...] = ()
     kind: str = field(default="corpus", init=False)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, f"source '{self.name}'")
 
 
 Source = DocumentSource | WarehouseSource | CorpusSource
@@ -80,61 +285,117 @@ _KINDS: dict[str, type] = {"documents": DocumentSource, "warehouse": WarehouseSo
 
 
 @dataclass(frozen=True)
+class BrokenSource:
+    """A source entry that could not be parsed: its tasks fail with ``error``, the other sources carry on.
+
+    ``name`` is ``#<position>`` when the entry has no valid name; ``kind`` is None when it is not a known kind.
+    """
+
+    name: str
+    kind: str | None
+    error: str
+
+
+# ---- settings ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Validation:
-    max_failure_ratio: float = (
-        0.05  # a run fails when more than this share of a table's rows break the contract
-    )
+    # a run fails when more than this share of a table's rows break the contract
+    max_failure_ratio: float = _rule("a number between 0 and 1", lambda v: 0 <= v <= 1, 0.05)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'validation'")
 
 
 @dataclass(frozen=True)
 class Embedding:
     """Which model embeds chunks. ``provider``: sentence_transformers (offline default), openai, bedrock."""
 
-    provider: str = "sentence_transformers"
-    model: str = "all-MiniLM-L6-v2"
-    batch_size: int = 64
+    provider: str = _one_of("sentence_transformers", "sentence_transformers", "openai", "bedrock")
+    model: str = _text("a model name", "all-MiniLM-L6-v2")
+    batch_size: int = _positive_int(64)
     endpoint: str | None = None  # openai: base URL of an OpenAI-compatible API; bedrock: endpoint override
     api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
-    dimensions: int | None = None
-    timeout_s: float = 30.0
-    retries: int = 4
+    dimensions: int | None = _rule("a positive integer or null", lambda v: v >= 1, None)
+    timeout_s: float = _positive(30.0)
+    retries: int = _rule("an integer >= 0", lambda v: v >= 0, 4)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'rag.embedding'")
 
 
 @dataclass(frozen=True)
 class Rag:
-    chunk_tokens: int = 200  # the budget, counted with the embedding model's own tokenizer
-    chunk_overlap: int = 32
+    chunk_tokens: int = _positive_int(200)  # the budget, counted with the embedding model's own tokenizer
+    chunk_overlap: int = _rule("an integer >= 0", lambda v: v >= 0, 32)
     embedding: Embedding = Embedding()
     golden_set: str | None = None  # YAML list of {question, expected_doc_id | expected_uri}
-    k: int = 5
-    min_recall: float = 0.0  # the run fails when recall@k on the golden set drops below this
-    on_low_recall: str = "fail"  # or "warn"
-    ann_min_rows: int = 5_000  # build an ANN index once the table has this many vectors
+    k: int = _positive_int(5)
+    min_recall: float = _rule("a number between 0 and 1", lambda v: 0 <= v <= 1, 0.0)  # recall@k floor
+    on_low_recall: str = _one_of("fail", "fail", "warn")
+    ann_min_rows: int = _rule("an integer >= 0", lambda v: v >= 0, 5_000)  # build an ANN index from here
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'rag'")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ConfigError(
+                f"config 'rag': field 'chunk_overlap' must be less than chunk_tokens ({self.chunk_tokens}), "
+                f"got {self.chunk_overlap}"
+            )
 
 
 @dataclass(frozen=True)
 class MinHash:
     """Fuzzy dedup: word shingles, MinHash permutations, LSH bands x rows, and the Jaccard a pair must reach."""
 
-    shingle_size: int = 3
-    num_perm: int = 128
-    bands: int = 42
-    rows: int = 3
-    threshold: float = 0.4  # candidate pairs from LSH are kept only if their estimated Jaccard reaches this
+    shingle_size: int = _positive_int(3)
+    num_perm: int = _positive_int(128)
+    bands: int = _positive_int(42)
+    rows: int = _positive_int(3)
+    # candidate pairs from LSH are kept only if their estimated Jaccard reaches this
+    threshold: float = _rule("a number in (0, 1]", lambda v: 0 < v <= 1, 0.4)
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'pretrain.minhash'")
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(
+                f"config 'pretrain.minhash': fields 'bands' x 'rows' ({self.bands} x {self.rows}) must not "
+                f"exceed 'num_perm' ({self.num_perm})"
+            )
+
+
+# The keys (and their types) of the pretraining stages' option mappings; the stages own the finer checks
+# (the quality filters' thresholds, whether a tokenizer file exists) and apply them in the feed's first task.
+_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
+    "normalize": {"ftfy": bool, "boilerplate_min_docs": int, "boilerplate_min_chars": int},
+    "language": {
+        "allow": list[str] | None,
+        "min_score": float,
+        "languages": list[str] | str,
+        "max_chars": int,
+        "low_accuracy": bool,
+    },
+    "quality": dict.fromkeys(
+        ("gopher_repetition", "gopher_quality", "c4", "fineweb"), dict[str, Any] | bool | None
+    ),
+    "pii": {"types": list[str] | None},
+    "decontamination": {"eval_sets": list[str], "ngram": int, "fields": list[str] | None},
+    "tokenizer": {"kind": str, "name": str, "threads": int, "path": str, "eos_token": str | None},
+}
+_TOKENIZER_OPTIONS = {"tiktoken": {"kind", "name", "threads"}, "huggingface": {"kind", "path", "eos_token"}}
 
 
 @dataclass(frozen=True)
 class Pretrain:
     """The continued-pretraining feed. Every stage can be switched off or tuned; see the README."""
 
-    sources: tuple[str, ...] | None = (
-        None  # default: every documents, warehouse (with a template) and corpus source
-    )
-    batch_size: int = 1_000  # documents per streamed batch: bounds a shard task's memory
-    normalize: dict[str, Any] = field(
-        default_factory=dict
-    )  # ftfy, boilerplate_min_docs, boilerplate_min_chars
+    # default (None): every documents, warehouse (with a template) and corpus source
+    sources: tuple[str, ...] | None = None
+    batch_size: int = _positive_int(1_000)  # documents per streamed batch: bounds a shard task's memory
+    # ftfy, boilerplate_min_docs, boilerplate_min_chars
+    normalize: dict[str, Any] = field(default_factory=dict)
     language: dict[str, Any] | None = field(default_factory=dict)  # allow, min_score, languages; None = off
     quality: dict[str, Any] = field(
         default_factory=lambda: {"gopher_repetition": {}, "gopher_quality": {}, "c4": False, "fineweb": {}}
@@ -142,33 +403,97 @@ class Pretrain:
     pii: dict[str, Any] | None = field(default_factory=dict)  # types; None = off
     exact_dedup: bool = True
     minhash: MinHash | None = MinHash()  # None = no fuzzy dedup
-    dedup_partitions: int = 4  # exact-dedup partitions (one mapped task each)
-    decontamination: dict[str, Any] | None = None  # eval_sets: [paths], ngram: 13, text_field: text
+    dedup_partitions: int = _positive_int(4)  # exact-dedup partitions (one mapped task each)
+    decontamination: dict[str, Any] | None = None  # eval_sets: [paths], ngram: 13, fields: [question, ...]
     tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken", "name": "cl100k_base"})
-    weights: dict[str, float] = field(
-        default_factory=dict
-    )  # per source; 2.0 repeats each doc twice, 0.5 keeps half
+    # per source; 2.0 repeats each doc twice, 0.5 keeps half
+    weights: dict[str, float] = _rule(
+        "a mapping of source names to numbers >= 0", lambda v: all(w >= 0 for w in v.values()), factory=dict
+    )
     seed: int = 42  # the deterministic shuffle
-    output_shards: int = 4  # token/text shards per release
+    output_shards: int = _positive_int(4)  # token/text shards per release
+
+    def __post_init__(self) -> None:
+        where = "config 'pretrain'"
+        _check_fields(self, where)
+        for block, options in _STAGE_OPTIONS.items():
+            values = getattr(self, block)
+            if values is not None:
+                _check_mapping(values, options, f"{where}: field '{block}'")
+        kind = self.tokenizer.get("kind", "tiktoken")
+        if kind not in _TOKENIZER_OPTIONS:
+            raise ConfigError(
+                f"{where}: field 'tokenizer': key 'kind' must be tiktoken or huggingface, got {kind!r}"
+            )
+        unknown = [key for key in self.tokenizer if key not in _TOKENIZER_OPTIONS[kind]]
+        if unknown:
+            raise ConfigError(f"{where}: field 'tokenizer': unknown key '{unknown[0]}' for kind {kind}")
+        if kind == "huggingface" and not self.tokenizer.get("path"):
+            raise ConfigError(f"{where}: field 'tokenizer': key 'path' is required for kind huggingface")
+        if self.decontamination is not None and not self.decontamination.get("eval_sets"):
+            raise ConfigError(
+                f"{where}: field 'decontamination': key 'eval_sets' is required (a list of paths)"
+            )
+
+
+# ---- the configuration ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Config:
-    lake: str
-    sources: tuple[Source, ...]
+    """The whole file: the lake, the valid sources, the broken ones, and the settings of each stage."""
+
+    lake: str = _text("a path or URL")
+    sources: tuple[Source, ...] = _rule("a tuple of sources")  # the valid ones
     validation: Validation = Validation()
     lake_aws_conn_id: str | None = None
     rag: Rag = Rag()
     pretrain: Pretrain = Pretrain()
+    broken: tuple[BrokenSource, ...] = ()  # the entries that could not be parsed, in file order
+    # every entry's name, valid or broken, in file order (for source_names); empty: sources, then broken
+    order: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"source '{twice}': field 'name' is used by two sources")
+        configured = set(names) | {b.name for b in self.broken}
+        for attr in ("sources", "weights"):
+            unknown = [n for n in getattr(self.pretrain, attr) or () if n not in configured]
+            if unknown:
+                raise ConfigError(f"config 'pretrain': field '{attr}' names unknown source '{unknown[0]}'")
 
     def source(self, name: str) -> Source:
+        """The named source; a broken one raises its own one-line error."""
         for source in self.sources:
             if source.name == name:
                 return source
+        if problem := self.problem(name):
+            raise ConfigError(problem)
         raise ConfigError(f"source '{name}': not in the configuration")
 
     def of_kind(self, kind: str) -> list[Source]:
+        """The valid sources of a kind."""
         return [s for s in self.sources if s.kind == kind]
+
+    def source_names(self, kind: str) -> list[str]:
+        """The names, in file order, of the valid and broken sources of a kind (one task each).
+
+        A broken entry whose kind is unknown is listed for every kind, so that its error is seen.
+        """
+        kinds: dict[str, str | None] = {s.name: s.kind for s in self.sources}
+        for b in self.broken:
+            kinds.setdefault(b.name, b.kind)
+        order = self.order or tuple(kinds)
+        return [name for name in dict.fromkeys(order) if name in kinds and kinds[name] in (kind, None)]
+
+    def problem(self, name: str) -> str | None:
+        """The one-line error of a broken source, or None when the source is fine (or not configured)."""
+        if any(s.name == name for s in self.sources):
+            return None
+        return next((b.error for b in self.broken if b.name == name), None)
 
 
 def config_path() -> Path:
@@ -184,144 +509,126 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"config file {path} does not exist (set FEEDSTOCK_CONFIG)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_config(raw or {}, base_dir=PROJECT_ROOT)
+    return parse_config({} if raw is None else raw, base_dir=PROJECT_ROOT)
+
+
+_TOP_LEVEL = ("lake", "lake_aws_conn_id", "sources", "validation", "rag", "pretrain")
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
+    """Check a parsed YAML document; a problem in one source makes it a :class:`BrokenSource`, not an error."""
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping with 'lake' and 'sources'")
-    lake = os.environ.get("FEEDSTOCK_LAKE") or raw.get("lake") or "./data/lake"
+    _reject_unknown(raw, _TOP_LEVEL, "config")
+    lake = _parse_lake(raw.get("lake"), base_dir)
     sources_raw = raw.get("sources")
     if not isinstance(sources_raw, list):
-        raise ConfigError("config: field 'sources' must be a list")
+        raise ConfigError(f"config: field 'sources' must be a list, got {_show(sources_raw)}")
     sources: list[Source] = []
+    broken: list[BrokenSource] = []
+    order: list[str] = []
     for index, item in enumerate(sources_raw):
-        source = _parse_source(item, index, base_dir)
-        if any(s.name == source.name for s in sources):
-            raise ConfigError(f"source '{source.name}': field 'name' is used by two sources")
-        sources.append(source)
-    validation = _build(Validation, raw.get("validation") or {}, "config 'validation'")
-    if not 0 <= validation.max_failure_ratio <= 1:
-        raise ConfigError("config 'validation': field 'max_failure_ratio' must be between 0 and 1")
-    rag_raw = dict(raw.get("rag") or {})
-    embedding = _build(Embedding, rag_raw.pop("embedding", None) or {}, "config 'rag.embedding'")
-    if embedding.provider not in ("sentence_transformers", "openai", "bedrock"):
-        raise ConfigError(
-            f"config 'rag.embedding': field 'provider' must be sentence_transformers, openai or bedrock, "
-            f"got {embedding.provider!r}"
-        )
-    rag = _build(Rag, {**rag_raw, "embedding": embedding}, "config 'rag'")
-    if rag.golden_set:
-        object.__setattr__(rag, "golden_set", resolve_uri(rag.golden_set, base_dir))
-    if not 0 <= rag.chunk_overlap < rag.chunk_tokens:
-        raise ConfigError("config 'rag': field 'chunk_overlap' must be between 0 and chunk_tokens")
+        name = item.get("name") if isinstance(item, dict) else None
+        name = name if isinstance(name, str) and _NAME.match(name) else f"#{index + 1}"
+        kind = item.get("kind") if isinstance(item, dict) else None
+        try:
+            if name in order:
+                raise ConfigError(f"source '{name}': field 'name' is used by two sources")
+            sources.append(_parse_source(item, index, base_dir))
+        except ConfigError as exc:
+            broken.append(
+                BrokenSource(name, kind if isinstance(kind, str) and kind in _KINDS else None, str(exc))
+            )
+        order.append(name)
+    rag = _section(raw, "rag", "config")
+    embedding = _build(Embedding, _section(rag, "embedding", "config 'rag'"), "config 'rag.embedding'")
+    if isinstance(rag.get("golden_set"), str):
+        rag = {**rag, "golden_set": resolve_uri(rag["golden_set"], base_dir)}
     return Config(
-        lake=resolve_uri(str(lake), base_dir),
+        lake=lake,
         sources=tuple(sources),
-        validation=validation,
+        validation=_build(Validation, _section(raw, "validation", "config"), "config 'validation'"),
         lake_aws_conn_id=raw.get("lake_aws_conn_id"),
-        rag=rag,
-        pretrain=_parse_pretrain(raw.get("pretrain") or {}, sources, base_dir),
+        rag=_build(Rag, {**rag, "embedding": embedding}, "config 'rag'"),
+        pretrain=_parse_pretrain(_section(raw, "pretrain", "config"), base_dir),
+        broken=tuple(broken),
+        order=tuple(order),
     )
 
 
-def _parse_pretrain(raw: dict[str, Any], sources: list[Source], base_dir: Path) -> Pretrain:
-    where = "config 'pretrain'"
-    raw = dict(raw)
-    minhash = raw.pop("minhash", {})
-    minhash = None if minhash is None or minhash is False else _build(MinHash, minhash, f"{where}.minhash")
-    if minhash is not None:
-        if minhash.bands * minhash.rows > minhash.num_perm:
-            raise ConfigError(f"{where}.minhash: bands x rows must not exceed num_perm")
-        if minhash.shingle_size < 1 or not 0 < minhash.threshold <= 1:
-            raise ConfigError(f"{where}.minhash: shingle_size must be >= 1 and threshold in (0, 1]")
-    pretrain = _build(Pretrain, {**raw, "minhash": minhash}, where)
-    names = {s.name for s in sources}
-    if pretrain.sources is not None:
-        unknown = [n for n in pretrain.sources if n not in names]
-        if unknown:
-            raise ConfigError(f"{where}: field 'sources' names unknown source '{unknown[0]}'")
-        object.__setattr__(pretrain, "sources", tuple(pretrain.sources))
-    unknown = [n for n in pretrain.weights if n not in names]
-    if unknown:
-        raise ConfigError(f"{where}: field 'weights' names unknown source '{unknown[0]}'")
-    if any(not isinstance(w, (int, float)) or w < 0 for w in pretrain.weights.values()):
-        raise ConfigError(f"{where}: field 'weights' must map sources to numbers >= 0")
-    for attr in ("batch_size", "dedup_partitions", "output_shards"):
-        if not isinstance(getattr(pretrain, attr), int) or getattr(pretrain, attr) < 1:
-            raise ConfigError(f"{where}: field '{attr}' must be a positive integer")
-    tokenizer = dict(pretrain.tokenizer)
-    if tokenizer.get("kind") == "huggingface" and tokenizer.get("path"):
-        tokenizer["path"] = resolve_uri(str(tokenizer["path"]), base_dir)
-    object.__setattr__(pretrain, "tokenizer", tokenizer)
-    if pretrain.decontamination:
-        sets = pretrain.decontamination.get("eval_sets") or []
-        resolved = [resolve_uri(str(p), base_dir) for p in sets]
-        object.__setattr__(pretrain, "decontamination", {**pretrain.decontamination, "eval_sets": resolved})
-    return pretrain
+def _parse_lake(value: Any, base_dir: Path) -> str:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"config: field 'lake' must be a path or URL, got {_show(value)}")
+    from_env = os.environ.get("FEEDSTOCK_LAKE")
+    lake = resolve_uri(from_env or value or "./data/lake", base_dir)
+    if problem := _unwritable(lake):
+        raise ConfigError(f"config: field 'lake'{' ($FEEDSTOCK_LAKE)' if from_env else ''}: {problem}")
+    return lake
+
+
+def _unwritable(lake: str) -> str | None:
+    """Why a local lake folder cannot be written (None if it can). Object storage is not checked here."""
+    if "://" in lake and not lake.startswith("file://"):
+        return None
+    path = Path(lake.removeprefix("file://"))
+    if os.path.isdir(path):
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{lake} is not writable"
+    if os.path.lexists(path):
+        return f"{lake} is a file, not a folder"
+    ancestor = path.parent
+    while not os.path.lexists(ancestor):
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        return f"{lake} cannot be created: {ancestor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{lake} cannot be created: {ancestor} is not writable"
+    try:  # root passes every access check, so try it (in a folder of our own, removed at once)
+        os.rmdir(tempfile.mkdtemp(prefix=".feedstock-lake-check-", dir=ancestor))
+    except OSError as exc:
+        return f"{lake} cannot be created in {ancestor} ({exc.strerror})"
+    return None
 
 
 def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
     if not isinstance(item, dict):
-        raise ConfigError(f"source #{index + 1}: must be a mapping")
+        raise ConfigError(f"source #{index + 1}: must be a mapping, got {_show(item)}")
     name = item.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"source #{index + 1}: field 'name' must be lower_snake_case, got {name!r}")
+        raise ConfigError(f"source #{index + 1}: field 'name' must be lower_snake_case, got {_show(name)}")
+    where = f"source '{name}'"
     kind = item.get("kind")
-    if kind not in _KINDS:
-        raise ConfigError(f"source '{name}': field 'kind' must be one of {sorted(_KINDS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ConfigError(f"{where}: field 'kind' must be one of {', '.join(_KINDS)}, got {_show(kind)}")
     values = {k: v for k, v in item.items() if k != "kind"}
-    source = _build(_KINDS[kind], values, f"source '{name}'")
-    object.__setattr__(source, "access_tags", tuple(source.access_tags or ()))
-    if isinstance(source, (DocumentSource, CorpusSource)):
-        if not isinstance(source.uri, str) or not source.uri:
-            raise ConfigError(f"source '{name}': field 'uri' must be a path or URL")
-        for attr in ("include", "exclude"):
-            value = getattr(source, attr)
-            if isinstance(value, str):
-                value = (value,)
-            object.__setattr__(source, attr, tuple(value))
-        object.__setattr__(source, "uri", resolve_uri(source.uri, base_dir))
-        if isinstance(source, CorpusSource):
-            if source.format not in ("jsonl", "parquet"):
-                raise ConfigError(
-                    f"source '{name}': field 'format' must be jsonl or parquet, got {source.format!r}"
-                )
-            _positive(source, "part_mb")
-        else:
-            _positive(source, "batch_size")
-            _positive(source, "max_file_mb")
-    else:
-        if bool(source.table) == bool(source.query):
-            raise ConfigError(f"source '{name}': give exactly one of fields 'table' and 'query'")
-        if not source.key:
-            raise ConfigError(f"source '{name}': field 'key' is required")
-        if source.document is not None:
-            if not isinstance(source.document, dict) or not source.document.get("text"):
-                raise ConfigError(f"source '{name}': field 'document' needs at least a 'text' template")
-            unknown = sorted(set(source.document) - {"title", "text", "where"})
-            if unknown:
-                raise ConfigError(f"source '{name}': field 'document' has unknown key '{unknown[0]}'")
-        _positive(source, "batch_size")
-    return source
+    for attr in ("include", "exclude"):
+        if isinstance(values.get(attr), str):  # one glob
+            values[attr] = [values[attr]]
+    if isinstance(values.get("uri"), str) and values["uri"]:
+        values["uri"] = resolve_uri(values["uri"], base_dir)
+    return _build(_KINDS[kind], values, where)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls) if f.init}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field '{unknown[0]}' (known: {', '.join(sorted(known))})")
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        missing = re.findall(r"'(\w+)'", str(exc))
-        raise ConfigError(f"{where}: missing field '{missing[0] if missing else '?'}'") from None
-
-
-def _positive(source: Source, attr: str) -> None:
-    value = getattr(source, attr)
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"source '{source.name}': field '{attr}' must be a positive number, got {value!r}")
+def _parse_pretrain(raw: dict[str, Any], base_dir: Path) -> Pretrain:
+    values = dict(raw)
+    minhash = values.get("minhash", True)
+    if minhash is None or minhash is False:
+        values["minhash"] = None
+    elif minhash is True:
+        values["minhash"] = MinHash()
+    elif isinstance(minhash, dict):
+        values["minhash"] = _build(MinHash, minhash, "config 'pretrain.minhash'")
+    for block in ("language", "pii", "decontamination"):  # false switches a stage off, like null
+        if values.get(block) is False:
+            values[block] = None
+    tokenizer = values.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("kind") == "huggingface":
+        if isinstance(tokenizer.get("path"), str) and tokenizer["path"]:
+            values["tokenizer"] = {**tokenizer, "path": resolve_uri(tokenizer["path"], base_dir)}
+    decontamination = values.get("decontamination")
+    if isinstance(decontamination, dict) and _conforms(decontamination.get("eval_sets"), list[str]):
+        resolved = [resolve_uri(p, base_dir) for p in decontamination["eval_sets"]]
+        values["decontamination"] = {**decontamination, "eval_sets": resolved}
+    return _build(Pretrain, values, "config 'pretrain'")
 
 
 def resolve_uri(uri: str, base_dir: Path = PROJECT_ROOT) -> str:

@@ -13,6 +13,8 @@ import pandera.pandas as pa_schema
 import pyarrow as pa
 from pandera.errors import SchemaErrors
 
+from feedstock.errors import ContractViolation
+
 MIME_TYPES = [
     "text/plain",
     "text/markdown",
@@ -21,10 +23,6 @@ MIME_TYPES = [
     "application/json",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 ]
-
-
-class ContractViolation(RuntimeError):
-    """Too many rows broke a table's contract."""
 
 
 def _non_blank(series):  # noqa: ANN001 - pandera passes a pandas Series

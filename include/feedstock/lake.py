@@ -6,6 +6,13 @@ Every write is one Delta commit, so a reader sees a whole run or none of it, and
 the catalog is read back from there. Runs stage their intermediate files under ``<root>/_staging`` and a
 single task turns them into one commit.
 
+A commit made with a :class:`Txn` is idempotent and exclusive. It carries Delta transaction identifiers of its
+writer and run: a retried commit finds the one it already made and returns its version instead of writing
+again, and it is made against the table version the run planned from, so that Delta refuses it when another run
+of the same writer committed in between (:class:`~feedstock.errors.CommitConflict`, one line). A finished
+commit leaves a receipt in its staging folder, so a retry after the staged files are gone returns the same
+result; staging folders of dead runs are removed by age (:meth:`Lake.clean_staging`).
+
 This module is the one home of storage: URIs, filesystems, S3 settings, Parquet staging and Delta commits.
 """
 
@@ -14,23 +21,32 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Iterator
+import uuid
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from fsspec.implementations.local import LocalFileSystem
+
+from feedstock.errors import CommitConflict
 
 STAGING = "_staging"
 # A Parquet writer holds a whole row group in memory (delta-rs defaults to 1M rows): smaller row groups and
 # files keep a writer's memory bounded by the batch, not the table.
 TARGET_FILE_SIZE = 64 * 1024 * 1024
 WRITER = WriterProperties(max_row_group_size=65_536)
+RECEIPT = "receipt.json"  # in a run's staging folder: what its finished commit returned
+# A run's tasks finish within hours and its retries within minutes; staged files a week older than the newest
+# run's are a dead run's.
+STAGING_MAX_AGE = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,9 @@ class S3Settings:
                 options["AWS_ALLOW_HTTP"] = "true"
         if self.key:
             options.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret or "")
-        # Each table has exactly one producing task and the DAGs run one at a time, so no two writers race
-        # on a commit; see docs/decisions.md.
+        # Overlapping runs of one writer are refused by Delta's conflict check (see Txn); what this option gives
+        # up is the atomicity of two commits racing for one version file within milliseconds. See
+        # docs/decisions.md.
         options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
         return options
 
@@ -85,21 +102,75 @@ def join(uri: str, *parts: str) -> str:
     return posixpath.join(uri.rstrip("/"), *parts) if "://" in uri else os.path.join(uri, *parts)
 
 
+def modified_time(info: dict[str, Any]) -> datetime | None:
+    """A listing entry's modification time in UTC (local files: ``mtime``; S3: ``LastModified``)."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    return None
+
+
+@dataclass(frozen=True)
+class Txn:
+    """Which run commits, and from which table version it planned: what makes a commit idempotent and exclusive.
+
+    ``app_id`` names the one writer of a table (``feedstock:<dag>:<source>``), ``run_key`` the run, and
+    ``read_version`` the table version the run's plan read (None: the table did not exist yet). The commit
+    carries two Delta transaction identifiers at :attr:`version`: ``<app_id>:<run_key>``, by which a retry finds
+    the commit it already made, and ``<app_id>``, which makes Delta's conflict check refuse the commit when
+    another run of the writer committed after ``read_version``.
+    """
+
+    app_id: str
+    run_key: str
+    read_version: int | None
+
+    @property
+    def run_app_id(self) -> str:
+        return f"{self.app_id}:{self.run_key}"
+
+    @property
+    def version(self) -> int:
+        """The table version the commit makes when nobody commits first (Delta's transaction version)."""
+        return 0 if self.read_version is None else self.read_version + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app_id": self.app_id, "run_key": self.run_key, "read_version": self.read_version}
+
+
 @dataclass(frozen=True)
 class Commit:
-    """What a task publishes alongside its data: who made it, from what, and the counts."""
+    """What a task publishes alongside its data: who made it, from what, and the counts.
+
+    With a ``txn`` the commit is idempotent and exclusive (see :class:`Txn`); ``metadata`` adds further commit
+    metadata under its own keys.
+    """
 
     produced_by: dict[str, str]
     inputs: tuple[str, ...] = ()
     stats: dict[str, Any] | None = None
+    txn: Txn | None = None
+    metadata: dict[str, Any] | None = None
 
     def properties(self) -> CommitProperties:
+        metadata = {
+            **(self.metadata or {}),
+            "produced_by": dict(self.produced_by),
+            "inputs": list(self.inputs),
+            "stats": self.stats or {},
+        }
+        transactions = None
+        if self.txn is not None:
+            metadata["txn"] = self.txn.to_dict()
+            transactions = [
+                Transaction(app_id=self.txn.app_id, version=self.txn.version),
+                Transaction(app_id=self.txn.run_app_id, version=self.txn.version),
+            ]
         return CommitProperties(
-            custom_metadata={
-                "produced_by": dict(self.produced_by),
-                "inputs": list(self.inputs),
-                "stats": json.loads(json.dumps(self.stats or {}, default=str)),  # dates as ISO strings
-            }
+            custom_metadata=json.loads(json.dumps(metadata, default=str)),  # dates as ISO strings
+            app_transactions=transactions,
         )
 
 
@@ -155,38 +226,108 @@ class Lake:
         return self._write(name, data, commit, mode="overwrite", schema_mode="overwrite")
 
     def _write(self, name: str, data, commit: Commit, mode: str, schema_mode: str) -> int:
-        write_deltalake(
-            self.uri(name),
-            data,
-            mode=mode,
-            schema_mode=schema_mode,
-            storage_options=self.storage_options,
-            target_file_size=TARGET_FILE_SIZE,
-            writer_properties=WRITER,
-            commit_properties=commit.properties(),
-        )
-        return self.version(name)  # type: ignore[return-value]
-
-    def upsert(self, name: str, data: pa.Table | pa.RecordBatchReader, key: str, commit: Commit) -> int:
-        """Insert new keys and replace existing ones, in one commit."""
-        table = self.table(name)
-        if table is None:
-            return self.append(name, data, commit)
-        (
-            table.merge(
+        if (done := self.committed(name, commit.txn)) is not None:
+            return done["version"]
+        with self.writing(name, commit) as target:
+            write_deltalake(
+                self.uri(name) if target is None else target,
                 data,
-                predicate=f"target.`{key}` = source.`{key}`",
-                source_alias="source",
-                target_alias="target",
-                merge_schema=True,
+                mode=mode,
+                schema_mode=schema_mode,
+                storage_options=self.storage_options,
+                target_file_size=TARGET_FILE_SIZE,
                 writer_properties=WRITER,
                 commit_properties=commit.properties(),
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        return self.version(name) if target is None else target.version()  # type: ignore[return-value]
+
+    def upsert(self, name: str, data: pa.Table | pa.RecordBatchReader, key: str, commit: Commit) -> int:
+        """Insert new keys and replace existing ones, in one commit."""
+        if (done := self.committed(name, commit.txn)) is not None:
+            return done["version"]
+        with self.writing(name, commit) as target:
+            if target is None:
+                return self.append(name, data, commit)
+            (
+                target.merge(
+                    data,
+                    predicate=f"target.`{key}` = source.`{key}`",
+                    source_alias="source",
+                    target_alias="target",
+                    merge_schema=True,
+                    writer_properties=WRITER,
+                    commit_properties=commit.properties(),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        return target.version()
+
+    def restore(self, name: str, version: int, commit: Commit) -> int:
+        """Bring a table back to an earlier version in one new commit (the versions in between stay readable)."""
+        if (done := self.committed(name, commit.txn)) is not None:
+            return done["version"]
+        with self.writing(name, commit) as target:
+            if target is None:
+                raise FileNotFoundError(f"{name}: there is no table to restore")
+            target.restore(version, commit_properties=commit.properties())
+        return target.version()
+
+    @contextmanager
+    def writing(self, name: str, commit: Commit) -> Iterator[DeltaTable | None]:
+        """The table a commit is made to (None: not created yet), turning a refused commit into one line.
+
+        With a ``commit.txn`` the table is opened at the version the run planned from, so Delta checks the commit
+        against every commit made since: one by another run of the same writer (or, for a MERGE, any new data)
+        refuses it, and :class:`CommitConflict` says so in one line.
+        """
+        txn = commit.txn
+        if txn is not None and txn.read_version is not None:
+            target = self.table(name, version=txn.read_version)
+        else:
+            target = self.table(name)
+            if target is not None and txn is not None and target.transaction_version(txn.app_id) is not None:
+                raise CommitConflict(
+                    f"{name}: another run of {txn.app_id} created the table after run {txn.run_key} planned; "
+                    "run it again to plan from the table"
+                )
+        try:
+            yield target
+        except CommitFailedError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            planned = "" if txn is None else f" after run {txn.run_key} read version {txn.read_version}"
+            raise CommitConflict(
+                f"{name}: another run committed{planned}, so this commit was refused ({reason}); "
+                "run it again to plan from the new version"
+            ) from exc
+
+    def committed(self, name: str, txn: Txn | None) -> dict[str, Any] | None:
+        """The commit (a :meth:`history` entry) this run already made from the plan read at ``txn.read_version``."""
+        if txn is None:
+            return None
+        return next(
+            (
+                entry
+                for entry in self.commits_of(name, txn)
+                if entry["txn"].get("read_version") == txn.read_version
+            ),
+            None,
         )
-        return self.version(name)  # type: ignore[return-value]
+
+    def commits_of(self, name: str, txn: Txn) -> list[dict[str, Any]]:
+        """Every commit a run made to a table, newest first; the log is read only when Delta holds the run's
+        transaction identifier."""
+        table = self.table(name)
+        if table is None or table.transaction_version(txn.run_app_id) is None:
+            return []
+        return [
+            entry
+            for entry in self.history(name)
+            if isinstance(entry.get("txn"), dict)
+            and entry["txn"].get("app_id") == txn.app_id
+            and entry["txn"].get("run_key") == txn.run_key
+        ]
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Commits of a table, newest first, with their feedstock metadata decoded."""
@@ -195,7 +336,7 @@ class Lake:
             return []
         entries = []
         for entry in table.history():
-            for field_name in ("produced_by", "inputs", "stats"):
+            for field_name in ("produced_by", "inputs", "stats", "txn"):
                 if isinstance(entry.get(field_name), str):
                     entry[field_name] = json.loads(entry[field_name])
             entries.append(entry)
@@ -272,10 +413,28 @@ class Lake:
         return fs.exists(path)
 
     def write_json(self, uri: str, value: Any) -> None:
+        """Write a JSON file atomically: a reader sees the old file or the new one, never a part of it.
+
+        Pointers (``rag/CURRENT.json``), markers and manifests are rewritten in place, so a writer killed mid-way
+        must leave the previous file. Locally the JSON goes to a hidden temporary file beside the target, is
+        synced, and replaces it by rename. On an object store one PUT of the whole object is already atomic.
+        """
         fs, path = filesystem(uri, self.s3)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, "w") as handle:
-            json.dump(value, handle, sort_keys=True, default=str)
+        if not isinstance(fs, LocalFileSystem):
+            fs.pipe_file(path, json.dumps(value, sort_keys=True, default=str).encode())
+            return
+        folder, name = os.path.split(path)
+        temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")  # matches no ``*.json`` glob
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(value, handle, sort_keys=True, default=str)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
 
     def read_json(self, uri: str) -> Any:
         fs, path = filesystem(uri, self.s3)
@@ -286,3 +445,49 @@ class Lake:
         fs, path = filesystem(uri, self.s3)
         if fs.exists(path):
             fs.rm(path, recursive=True)
+
+    def read_receipt(self, stage: str) -> dict[str, Any] | None:
+        """What the finished commit of a staging folder returned; None while it has not finished."""
+        uri = f"{stage}/{RECEIPT}"
+        return self.read_json(uri) if self.exists(uri) else None
+
+    def write_receipt(self, stage: str, receipt: dict[str, Any]) -> None:
+        """Record that a staging folder's commit finished (a retry returns ``receipt``), then drop its staged data."""
+        self.write_json(f"{stage}/{RECEIPT}", receipt)
+        fs, path = filesystem(stage, self.s3)
+        fs.invalidate_cache(path)
+        for entry in fs.ls(path, detail=False):
+            if posixpath.basename(entry.rstrip("/")) != RECEIPT:
+                fs.rm(entry, recursive=True)
+
+    def clean_staging(
+        self, dag: str, run_key: str, max_age: timedelta = STAGING_MAX_AGE, keep: Collection[str] = ()
+    ) -> list[str]:
+        """Remove the staging folders of a DAG's other runs whose newest file is ``max_age`` older than this run's.
+
+        Only the storage's own modification times are compared (this run's files were just written), so neither
+        the wall clock nor a backfill's data interval can make a live run's folder look old. Runs in ``keep`` and
+        folders without files are left alone. Returns the run keys removed.
+        """
+        fs, root = filesystem(self.staging(dag), self.s3)
+        mine = _newest_file(fs, posixpath.join(root, run_key))
+        if mine is None:
+            return []
+        removed = []
+        fs.invalidate_cache(root)
+        for entry in fs.ls(root, detail=True):
+            key = posixpath.basename(entry["name"].rstrip("/"))
+            if entry.get("type") != "directory" or key == run_key or key in keep:
+                continue
+            theirs = _newest_file(fs, entry["name"])
+            if theirs is not None and mine - theirs > max_age:
+                fs.rm(entry["name"], recursive=True)
+                removed.append(key)
+        return sorted(removed)
+
+
+def _newest_file(fs: fsspec.AbstractFileSystem, path: str) -> datetime | None:
+    if not fs.exists(path):
+        return None
+    times = [modified_time(info) for info in fs.find(path, detail=True).values()]
+    return max((t for t in times if t is not None), default=None)

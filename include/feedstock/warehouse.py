@@ -4,18 +4,25 @@ Three steps, each one Airflow task:
 
 1. :func:`extract` reads rows in bounded batches (a server-side cursor, ``batch_size`` rows at a time) and
    stages each batch as a Parquet file, so memory does not grow with the table. With a ``watermark`` column it
-   reads only rows newer than the last committed watermark and no newer than the run's data interval end.
+   reads only rows newer than the last committed watermark and no newer than the run's data interval end,
+   plus every row whose watermark is NULL: such a row cannot be placed before or after the last run, so every
+   run reads it, and it is written only when its row hash changed (counted as ``rows_null_watermark``).
    Each batch is cast to the lake table's existing schema: a value that cannot be cast quarantines its row
    (``type_mismatch``), a new column is added, a dropped column is reported.
 2. :func:`validate` checks the staged rows against the contract (:mod:`feedstock.contracts`).
 3. :func:`commit` keeps the newest staged row per key, drops rows identical to what the lake holds, and upserts
    the rest in one Delta MERGE. Without a watermark the whole table is read each run, so keys that are gone
-   from the source become ``_op = 'delete'`` tombstones.
+   from the source become ``_op = 'delete'`` tombstones; a key that was read but quarantined still exists at
+   the source and keeps its last good row. The commit is made with the run's Delta transaction id against the
+   table version the extract read (:class:`feedstock.lake.Txn`): a retry returns the same stats without writing
+   twice, and a run whose extract another run's commit made stale fails with one line
+   (:class:`feedstock.errors.CommitConflict`).
 
 Output ``bronze.warehouse.<source>``: the source columns plus ``_ingested_at``, ``_op`` (insert, update,
 delete) and ``_row_hash``; one row per key. Output ``quarantine.warehouse.<source>``: ``key, reason, detail,
 row`` (the offending row as JSON) and ``seen_at``. Stats: ``rows_read, rows_written, rows_quarantined,
-watermark`` plus ``columns_added`` and ``columns_dropped``.
+rows_null_watermark, watermark`` plus ``columns_added`` and ``columns_dropped``; :func:`commit` also returns
+``version`` and ``quarantine_version``, the table versions this run's commits made (None: nothing written there).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import sqlalchemy as sa
 
 from feedstock import contracts
 from feedstock.config import WarehouseSource
-from feedstock.lake import Commit, Lake
+from feedstock.lake import Commit, Lake, Txn
 
 META_COLUMNS = ("_ingested_at", "_op", "_row_hash")
 BATCH_ROWS = 50_000  # rows per Arrow batch streamed from DuckDB into a Delta commit
@@ -129,12 +136,18 @@ def extract(
     lake.clear(stage)
     target = lake.table(bronze_table(source.name))
     target_schema = pa.schema(target.schema()) if target is not None else None
+    # The commit is made against exactly these versions: another run's commit in between refuses it.
+    read_versions = {
+        "bronze": None if target is None else target.version(),
+        "quarantine": lake.version(quarantine_table(source.name)),
+    }
     base, params = _base_query(source), {}
     low = previous_watermark(lake, source)
     engine = sa.create_engine(url)
     stats: dict[str, Any] = {
         "rows_read": 0,
         "rows_quarantined": 0,
+        "rows_null_watermark": 0,
         "watermark": low,
         "columns_added": [],
         "columns_dropped": [],
@@ -154,8 +167,8 @@ def extract(
                     clauses.append(f"{source.watermark} <= :high")
                     params["high"] = _bound(as_of, sample)
                 sql = f"select * from ({base}) as feedstock_w"
-                if clauses:
-                    sql += " where " + " and ".join(clauses)
+                if clauses:  # a NULL watermark is neither old nor new: such rows are read by every run
+                    sql += f" where ({' and '.join(clauses)}) or {source.watermark} is null"
             result = conn.execution_options(stream_results=True, yield_per=source.batch_size).execute(
                 sa.text(sql), params
             )
@@ -175,13 +188,14 @@ def extract(
                 if source.watermark:  # every row read counts, quarantined ones too: they are accounted for
                     position = columns.index(source.watermark)
                     seen = [row[position] for row in rows if row[position] is not None]
+                    stats["rows_null_watermark"] += len(rows) - len(seen)
                     stats["watermark"] = _later(stats["watermark"], max(seen) if seen else None)
                 lake.write_parquet(f"{stage}/rows/batch-{index:06d}.parquet", batch)
                 if bad.num_rows:
                     lake.write_parquet(f"{stage}/quarantine/batch-{index:06d}.parquet", bad)
     finally:
         engine.dispose()
-    lake.write_json(f"{stage}/extract.json", stats)
+    lake.write_json(f"{stage}/extract.json", {**stats, "read_versions": read_versions})
     return stats
 
 
@@ -302,16 +316,24 @@ def validate(
 
 
 def commit(source: WarehouseSource, lake: Lake, run_key: str, produced_by: dict[str, str]) -> dict[str, Any]:
-    """Upsert the changed rows (and, for full reads, tombstones of vanished keys) in one commit."""
+    """Upsert the changed rows (and, for full reads, tombstones of vanished keys) in one commit.
+
+    Idempotent: a retry skips the commits this run already made and, once the commit finished, returns its
+    receipt. Exclusive: when another run committed to a table after this run's extract read it, raises
+    :class:`~feedstock.errors.CommitConflict` (one line) and writes nothing more.
+    """
     stage = staging_dir(lake, run_key, source.name)
+    if (receipt := lake.read_receipt(stage)) is not None:
+        return receipt
     stats = lake.read_json(f"{stage}/extract.json")
+    read = stats.pop("read_versions")
     validation = lake.read_json(f"{stage}/validation.json")
     stats["rows_quarantined"] += validation["failed"]
     name = bronze_table(source.name)
     counts = {"insert": 0, "update": 0, "delete": 0}
     con = duckdb.connect()
     if lake.staged_files(f"{stage}/rows"):
-        _define_changes(con, lake, source, stage)
+        _define_changes(con, lake, source, stage, read["bronze"])
         for op, count in con.sql("select _op, count(*) from changes group by _op").fetchall():
             counts[op] = count
     stats.update(
@@ -321,20 +343,29 @@ def commit(source: WarehouseSource, lake: Lake, run_key: str, produced_by: dict[
         deleted=counts["delete"],
     )
     quarantined = _new_quarantine(
-        lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA)
+        lake, source, lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA), read["quarantine"]
     )
+    app_id = f"feedstock:ingest_warehouse:{source.name}"
+    result: dict[str, Any] = {**stats, "version": None, "quarantine_version": None}
     if stats["rows_written"]:  # streamed into the MERGE in batches: memory stays bounded
         reader = con.sql("select * from changes").to_arrow_reader(BATCH_ROWS)
-        lake.upsert(name, reader, source.key, Commit(produced_by, (), stats))
+        result["version"] = lake.upsert(
+            name, reader, source.key, Commit(produced_by, (), stats, Txn(app_id, run_key, read["bronze"]))
+        )
     if quarantined.num_rows:
-        lake.append(quarantine_table(source.name), quarantined, Commit(produced_by, (), stats))
-    lake.clear(stage)
-    return stats
+        result["quarantine_version"] = lake.append(
+            quarantine_table(source.name),
+            quarantined,
+            Commit(produced_by, (), stats, Txn(app_id, run_key, read["quarantine"])),
+        )
+    lake.write_receipt(stage, result)
+    lake.clean_staging("ingest_warehouse", run_key)
+    return result
 
 
-def _new_quarantine(lake: Lake, source: WarehouseSource, rows: pa.Table) -> pa.Table:
+def _new_quarantine(lake: Lake, source: WarehouseSource, rows: pa.Table, version: int | None) -> pa.Table:
     """Drop quarantine rows already recorded (a full re-read meets the same bad rows every run)."""
-    held = lake.dataset(quarantine_table(source.name))
+    held = None if version is None else lake.dataset(quarantine_table(source.name), version)
     if held is None or rows.num_rows == 0:
         return rows
     con = duckdb.connect()
@@ -343,8 +374,11 @@ def _new_quarantine(lake: Lake, source: WarehouseSource, rows: pa.Table) -> pa.T
     return con.sql("select * from fresh anti join held using (key, reason, row)").to_arrow_table()
 
 
-def _define_changes(con: duckdb.DuckDBPyConnection, lake: Lake, source: WarehouseSource, stage: str) -> None:
-    """Define the view ``changes``: staged rows that differ from the lake (newest per key), plus tombstones."""
+def _define_changes(
+    con: duckdb.DuckDBPyConnection, lake: Lake, source: WarehouseSource, stage: str, version: int | None
+) -> None:
+    """Define the view ``changes``: staged rows that differ from the lake table at ``version`` (newest per key),
+    plus tombstones."""
     name, key = bronze_table(source.name), source.key
     order = f'"{source.watermark}" desc' if source.watermark else "1"
     con.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")  # past this DuckDB spills to disk instead of growing
@@ -357,17 +391,22 @@ def _define_changes(con: duckdb.DuckDBPyConnection, lake: Lake, source: Warehous
         )
     else:
         con.execute("create view staged as select * from staged_raw")
-    if lake.table(name) is None:
+    if version is None:
         con.execute("create view changes as select * replace ('insert' as _op) from staged")
         return
     # Arrow tables, not datasets: DuckDB 2.0's filter pushdown into pyarrow datasets fails on string_view.
-    con.register("target_keys", lake.read(name, columns=[key, "_row_hash", "_op"]))
+    con.register("target_keys", lake.read(name, columns=[key, "_row_hash", "_op"], version=version))
     sql = f"""select s.* replace (case when t."{key}" is null or t._op = 'delete' then 'insert' else 'update' end as _op)
               from staged s left join target_keys t on s."{key}" = t."{key}"
               where t."{key}" is null or t._row_hash <> s._row_hash or t._op = 'delete'"""
     if not source.watermark:  # a full read: keys missing from the source were deleted there
-        con.register("target", lake.read(name))
+        con.register("target", lake.read(name, version=version))
+        # A key read but quarantined (its values broke the types or the contract) still exists at the source.
+        con.register(
+            "held", lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA).select(["key"])
+        )
         sql += f"""\n union all by name
               select t.* replace ('delete' as _op) from target t anti join staged s on t."{key}" = s."{key}"
-              where t._op <> 'delete'"""
+              where t._op <> 'delete'
+                and cast(t."{key}" as varchar) not in (select key from held where key is not null)"""
     con.execute(f"create view changes as {sql}")

@@ -147,13 +147,13 @@ def _mart() -> pa.Table:
     con.register("docs", lake.read("bronze.documents.handbook"))
     return con.sql(
         """select doc_id, source, uri, coalesce(title, doc_id) as title, text, mime_type, content_hash, is_deleted,
-                  cast(to_json(pages) as varchar) as pages_json, 'internal' as access_tags
+                  pages, ['internal'] as access_tags
            from docs qualify row_number() over (partition by doc_id order by doc_version desc) = 1"""
     ).to_arrow_table()
 
 
 def test_rag_feed_on_an_s3_lake(rag_project, s3):
-    """The whole chain on an S3 lake (moto): bronze, dbt through the delta plugin, LanceDB, search."""
+    """The whole chain on an S3 lake (moto): bronze, bronze landed in the run's DuckDB file, LanceDB, search."""
     fs, bucket = s3
     raw = yaml.safe_load(rag_project.config.read_text())
     raw["lake"] = f"s3://{bucket}/lake"

@@ -8,7 +8,11 @@ Three steps, each one Airflow task (the parse step mapped over file batches):
 2. :func:`parse_batch` reads, hashes and parses one batch. A file whose content hash is unchanged is not
    parsed. Files that cannot become text go to quarantine with a reason code.
 3. :func:`commit` (after :mod:`feedstock.contracts` validation) appends the new versions and tombstones in one
-   Delta commit and the quarantine rows in another.
+   Delta commit and the quarantine rows in another. Each commit is made with the run's Delta transaction id
+   against the table version the plan read (:class:`feedstock.lake.Txn`): a retry skips what it already
+   committed and returns the same stats (from the receipt it leaves in staging once finished), and a run whose
+   plan another run's commit made stale fails with one line (:class:`feedstock.errors.CommitConflict`) instead
+   of appending the same versions twice.
 
 Output ``bronze.documents.<source>``, one row per document version: ``doc_id`` (``<source>/<relative path>``),
 ``source, uri, title, text, mime_type, content_hash`` (sha256 of the bytes), ``size_bytes, modified_at,
@@ -16,7 +20,9 @@ ingested_at, is_deleted, doc_version`` (1, 2, ... per doc_id) and ``pages`` (PDF
 offsets into ``text``). Output ``quarantine.documents.<source>``: ``doc_id, uri, reason, detail, seen_at,
 content_hash, size_bytes, modified_at``.
 
-Accounting, per run: ``files_seen = ingested + unchanged + quarantined``, plus ``deleted`` tombstones.
+Accounting, per run: ``files_seen = ingested + unchanged + quarantined``, plus ``deleted`` tombstones. :func:`commit`
+returns these stats plus ``version`` and ``quarantine_version``: the table versions this run's commits made, or
+None when it had nothing to publish there.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import fnmatch
 import hashlib
 import posixpath
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -34,7 +40,7 @@ import pyarrow as pa
 from feedstock import contracts
 from feedstock.config import DocumentSource
 from feedstock.documents.parsers import ParseOptions, Quarantined, parse_document
-from feedstock.lake import Commit, Lake, filesystem
+from feedstock.lake import Commit, Lake, Txn, filesystem, modified_time
 
 PAGE = pa.struct([("page", pa.int32()), ("start", pa.int64()), ("end", pa.int64())])
 TS = pa.timestamp("us", tz="UTC")
@@ -102,16 +108,6 @@ def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
     )
 
 
-def _modified(info: dict[str, Any]) -> datetime | None:
-    """A listing entry's modification time in UTC (local files: ``mtime``; S3: ``LastModified``)."""
-    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    return None
-
-
 def list_files(source: DocumentSource, lake: Lake) -> list[dict[str, Any]]:
     """Every file under the source URI that its include/exclude globs select, with size and mtime."""
     fs, root = filesystem(source.uri, lake.s3)
@@ -126,7 +122,7 @@ def list_files(source: DocumentSource, lake: Lake) -> list[dict[str, Any]]:
         relative = posixpath.relpath(path, root) if root else path
         if not _matches(relative, source.include) or _matches(relative, source.exclude):
             continue
-        modified = _modified(info)
+        modified = modified_time(info)
         files.append(
             {
                 "relative": relative,
@@ -138,9 +134,13 @@ def list_files(source: DocumentSource, lake: Lake) -> list[dict[str, Any]]:
     return files
 
 
-def _latest(lake: Lake, name: str, key: str, order: str, columns: list[str]) -> dict[str, dict[str, Any]]:
-    """The newest row per key of a lake table, as ``{key: row}`` (only the given columns are read)."""
-    table = lake.read(name, columns=[key, order, *columns])
+def _latest(
+    lake: Lake, name: str, key: str, order: str, columns: list[str], version: int | None
+) -> dict[str, dict[str, Any]]:
+    """The newest row per key of a lake table at a version, as ``{key: row}`` (only the given columns are read)."""
+    if version is None:
+        return {}
+    table = lake.read(name, columns=[key, order, *columns], version=version)
     if table is None or table.num_rows == 0:
         return {}
     latest = duckdb.sql(
@@ -153,12 +153,18 @@ def _latest(lake: Lake, name: str, key: str, order: str, columns: list[str]) -> 
 def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch], dict[str, Any]]:
     """Compare the source with the lake; write batch manifests of files to parse and the tombstone list."""
     files = list_files(source, lake)
+    # The commit is made against exactly these versions: another run's commit in between refuses it.
+    read_versions = {
+        "documents": lake.version(documents_table(source.name)),
+        "quarantine": lake.version(quarantine_table(source.name)),
+    }
     state = _latest(
         lake,
         documents_table(source.name),
         "doc_id",
         "doc_version",
         ["content_hash", "size_bytes", "modified_at", "is_deleted"],
+        read_versions["documents"],
     )
     held = _latest(
         lake,
@@ -166,6 +172,7 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
         "doc_id",
         "seen_at",
         ["content_hash", "size_bytes", "modified_at"],
+        read_versions["quarantine"],
     )
     stage = staging_dir(lake, run_key, source.name)
     lake.clear(stage)
@@ -209,6 +216,7 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
         "quarantined": still_quarantined,
         "to_parse": len(todo),
         "tombstones": tombstones,
+        "read_versions": read_versions,
     }
     lake.write_json(f"{stage}/plan.json", summary)
     return batches, summary
@@ -322,8 +330,15 @@ def tombstone_rows(source: str, tombstones: list[dict[str, Any]], as_of: datetim
 def commit(
     source: DocumentSource, lake: Lake, run_key: str, produced_by: dict[str, str], as_of: datetime
 ) -> dict[str, Any]:
-    """Publish the validated batch outputs and tombstones of one source: one commit per table."""
+    """Publish the validated batch outputs and tombstones of one source: one commit per table.
+
+    Idempotent: a retry skips the commits this run already made and, once the commit finished, returns its
+    receipt. Exclusive: when another run committed to a table after this run's plan read it, raises
+    :class:`~feedstock.errors.CommitConflict` (one line) and writes nothing more.
+    """
     stage = staging_dir(lake, run_key, source.name)
+    if (receipt := lake.read_receipt(stage)) is not None:
+        return receipt
     summary = lake.read_json(f"{stage}/plan.json")
     counts = {"ingested": 0, "unchanged": summary["unchanged"], "quarantined": summary["quarantined"]}
     for path in lake.staged_files(f"{stage}/counts", "*.json"):
@@ -348,12 +363,24 @@ def commit(
         raise RuntimeError(f"source '{source.name}': file accounting does not add up: {stats}")
     published = pa.concat_tables([validated, tombstones])
     inputs = (f"{source.uri}@{as_of.isoformat()}",)  # the source as it was listed for this interval
+    read = summary["read_versions"]
+    app_id = f"feedstock:ingest_documents:{source.name}"
+    result: dict[str, Any] = {**stats, "version": None, "quarantine_version": None}
     if published.num_rows:
-        lake.append(documents_table(source.name), published, Commit(produced_by, inputs, stats))
+        result["version"] = lake.append(
+            documents_table(source.name),
+            published,
+            Commit(produced_by, inputs, stats, Txn(app_id, run_key, read["documents"])),
+        )
     if rejected.num_rows:
-        lake.append(quarantine_table(source.name), rejected, Commit(produced_by, inputs, stats))
-    lake.clear(stage)
-    return stats
+        result["quarantine_version"] = lake.append(
+            quarantine_table(source.name),
+            rejected,
+            Commit(produced_by, inputs, stats, Txn(app_id, run_key, read["quarantine"])),
+        )
+    lake.write_receipt(stage, result)
+    lake.clean_staging("ingest_documents", run_key)
+    return result
 
 
 def validated_failures(lake: Lake, stage: str) -> int:

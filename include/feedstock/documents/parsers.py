@@ -5,11 +5,21 @@ Every parser turns the document's own structure into Markdown-style headings (``
 raises :class:`Quarantined` with a machine-readable reason code:
 
 - ``unsupported_type``: no parser for the file's suffix
-- ``too_large``: over the source's ``max_file_mb``
+- ``too_large``: over the source's ``max_file_mb``, or over a parse bound of :class:`ParseLimits`: a DOCX whose
+  contents expand past ``expanded_mb`` or by more than ``expansion_ratio`` (a zip bomb), HTML nested deeper than
+  ``html_depth``, or a parse that needs more than the worker's ``memory_mb``
+- ``timeout``: parsing took longer than the time :class:`ParseLimits` allows for the file's size
 - ``undecodable``: text whose encoding cannot be detected
-- ``corrupt``: a PDF, DOCX or JSON file that does not parse (``detail`` says which)
+- ``corrupt``: a PDF, DOCX or JSON file that does not parse (``detail`` says which), or one that crashes the
+  parse worker
 - ``encrypted``: a password-protected PDF
 - ``empty``: no text after parsing
+
+A JSON Lines file with some lines that do not parse still becomes a document, from its good lines; each bad
+line is reported in :attr:`ParsedDocument.bad_lines`, and ingestion quarantines it with reason ``invalid_json``.
+
+Limits on size, nesting and expansion are checked by the parsers themselves (:func:`parse_document`); time and
+memory can only be bounded from outside, so ingestion parses in a :class:`ParseWorker` child process.
 """
 
 from __future__ import annotations
@@ -17,8 +27,18 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
+import zipfile
 from dataclasses import dataclass, field
-from typing import ClassVar
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, ClassVar
+
+MB = 1024 * 1024
+BAD_LINE = "invalid_json"  # the quarantine reason of a JSON Lines line left out of its document
 
 
 class Quarantined(Exception):
@@ -37,12 +57,43 @@ class ParsedDocument:
     pages: list[dict[str, int]] = field(
         default_factory=list
     )  # [{page, start, end}] character offsets in text
+    bad_lines: list[tuple[int, str]] = field(
+        default_factory=list
+    )  # JSON Lines: (line number, why) of each line left out of text
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds on parsing one file; a file over any of them is quarantined instead of stalling its batch.
+
+    :param expanded_mb: the most a zip-based file (DOCX) may hold uncompressed
+    :param expansion_ratio: the most a zip member over 1 MB may inflate (Apache POI's zip-bomb rule, 100x)
+    :param html_depth: the deepest element nesting of an HTML file (Chromium's parser stops at 512 too)
+    :param timeout_s: parse time allowed for any file, plus ``timeout_s_per_mb`` for each MB of it
+    :param memory_mb: the address space of the :class:`ParseWorker` process
+    """
+
+    expanded_mb: float = 500.0
+    expansion_ratio: float = 100.0
+    html_depth: int = 512
+    timeout_s: float = 30.0
+    timeout_s_per_mb: float = 10.0
+    memory_mb: int = 2048
+
+    @classmethod
+    def for_max_file_mb(cls, max_file_mb: float) -> ParseLimits:
+        """The limits for a source whose files may be ``max_file_mb`` large: 10x that expanded, 40x in memory."""
+        return cls(expanded_mb=10 * max_file_mb, memory_mb=max(cls.memory_mb, int(40 * max_file_mb)))
+
+    def timeout_for(self, size_bytes: int) -> float:
+        return self.timeout_s + self.timeout_s_per_mb * size_bytes / MB
 
 
 @dataclass(frozen=True)
 class ParseOptions:
     text_field: str = "text"
     title_field: str = "title"
+    limits: ParseLimits = ParseLimits()
 
 
 class Parser:
@@ -118,7 +169,9 @@ class HtmlParser(Parser):
     def parse(self, data: bytes, options: ParseOptions) -> ParsedDocument:
         from bs4 import BeautifulSoup
 
-        soup = BeautifulSoup(decode_text(data), "lxml")
+        markup = decode_text(data)
+        _check_html_depth(markup, options.limits.html_depth)
+        soup = BeautifulSoup(markup, "lxml")
         title_tag = soup.find("title")
         title = title_tag.get_text(" ", strip=True) if title_tag else None
         for tag in soup(self._invisible):
@@ -134,6 +187,47 @@ class HtmlParser(Parser):
         text = "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines())
         text = _clean(text)
         return ParsedDocument(text=text, title=title or _first_heading(text))
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthGauge:
+    """An lxml parser target that only follows the element depth, and stops the parse past ``limit``."""
+
+    def __init__(self, limit: int):
+        self.limit, self.depth = limit, 0
+
+    def start(self, tag: str, attrib: Any) -> None:
+        self.depth += 1
+        if self.depth > self.limit:
+            raise _TooDeep
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def close(self) -> None:
+        return None
+
+
+def _check_html_depth(markup: str, limit: int) -> None:
+    """Refuse HTML nested deeper than ``limit``, before BeautifulSoup builds it.
+
+    BeautifulSoup's tree edits cost time in proportion to depth per element, so 100k nested ``<div>`` took 540 s.
+    The gauge runs the same libxml2 HTML parser that BeautifulSoup's ``lxml`` builder uses, without a tree: about
+    0.1 s for that file.
+    """
+    from lxml import etree
+
+    parser = etree.HTMLParser(target=_DepthGauge(limit), recover=True)
+    try:
+        parser.feed(markup)
+        parser.close()
+    except _TooDeep:
+        raise Quarantined("too_large", f"HTML nests elements more than {limit} deep") from None
+    except etree.LxmlError:
+        pass  # BeautifulSoup recovers from what libxml2 reports; depth is all that is checked here
 
 
 class PdfParser(Parser):
@@ -177,8 +271,11 @@ class DocxParser(Parser):
     def parse(self, data: bytes, options: ParseOptions) -> ParsedDocument:
         import docx
 
+        _check_expansion(data, options.limits)
         try:
             document = docx.Document(io.BytesIO(data))
+        except MemoryError:
+            raise
         except Exception as exc:  # python-docx raises zipfile, lxml and its own errors alike
             raise Quarantined("corrupt", f"DOCX does not open: {type(exc).__name__}: {exc}"[:300]) from None
         # Style names by id, looked up once: python-docx's Paragraph.style searches the styles part on every
@@ -207,22 +304,52 @@ class DocxParser(Parser):
         return ParsedDocument(text=text, title=title)
 
 
-class JsonParser(Parser):
-    """``.json`` (an object or a list of objects) and ``.jsonl``; the source's ``text_field`` holds the text."""
+def _check_expansion(data: bytes, limits: ParseLimits) -> None:
+    """Refuse a zip whose members, by their own headers, expand too far; nothing is decompressed here.
 
-    suffixes = (".json", ".jsonl", ".ndjson")
+    The header sizes cannot lie to a reader: :mod:`zipfile` stops a member at its stated size (and fails its
+    CRC check), so python-docx never inflates more than this checked.
+    """
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not a zip: the parser itself reports it as corrupt
+    expanded = sum(m.file_size for m in members)
+    if expanded > limits.expanded_mb * MB:
+        raise Quarantined(
+            "too_large",
+            f"expands to {expanded / MB:.0f} MB uncompressed, over the {limits.expanded_mb:g} MB limit",
+        )
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > MB and ratio > limits.expansion_ratio:
+            raise Quarantined(
+                "too_large",
+                f"zip bomb: {member.filename[:80]} inflates {ratio:.0f}x to {member.file_size / MB:.0f} MB "
+                f"(limit {limits.expansion_ratio:g}x)",
+            )
+
+
+class JsonParser(Parser):
+    """``.json``: an object or a list of objects (or an object per line); ``text_field`` holds the text."""
+
+    suffixes = (".json",)
     mime_type = "application/json"
+    one_per_line = False
 
     def parse(self, data: bytes, options: ParseOptions) -> ParsedDocument:
         raw = decode_text(data)
-        try:
-            if raw.lstrip().startswith(("[", "{")) and not self._is_lines(raw):
-                loaded = json.loads(raw)
-                records = loaded if isinstance(loaded, list) else [loaded]
-            else:
-                records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise Quarantined("corrupt", f"JSON does not parse: {exc}") from None
+        bad_lines: list[tuple[int, str]] = []
+        if self.one_per_line or self._is_lines(raw):
+            records, bad_lines = _json_lines(raw)
+            if bad_lines and not records:  # no line parses: one JSON document after all, or corrupt
+                number, why = bad_lines[0]
+                try:
+                    records, bad_lines = _json_document(raw), []
+                except Quarantined:
+                    raise Quarantined("corrupt", f"no line is JSON: line {number}: {why}") from None
+        else:
+            records = _json_document(raw)
         sections, title = [], None
         for record in records:
             if not isinstance(record, dict):
@@ -235,7 +362,11 @@ class JsonParser(Parser):
         if records and not sections:
             raise Quarantined("empty", f"no record has the text field '{options.text_field}'")
         # A file of many records (a FAQ, say) is titled by the caller from its file name.
-        return ParsedDocument(text=_clean("\n\n".join(sections)), title=title if len(records) == 1 else None)
+        return ParsedDocument(
+            text=_clean("\n\n".join(sections)),
+            title=title if len(records) == 1 else None,
+            bad_lines=bad_lines,
+        )
 
     @staticmethod
     def _is_lines(raw: str) -> bool:
@@ -245,6 +376,40 @@ class JsonParser(Parser):
         )
 
 
+class JsonLinesParser(JsonParser):
+    """``.jsonl``: one JSON object per line. A line that does not parse is left out, not the whole file."""
+
+    suffixes = (".jsonl", ".ndjson")
+    one_per_line = True
+
+
+def _json_document(raw: str) -> list[Any]:
+    """The records of a file that is one JSON value: an object, or a list of them."""
+    if not raw.strip():
+        return []
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Quarantined("corrupt", f"JSON does not parse: {exc}") from None
+    return loaded if isinstance(loaded, list) else [loaded]
+
+
+def _json_lines(raw: str) -> tuple[list[Any], list[tuple[int, str]]]:
+    """The records of JSON Lines, and the (line number, error) of each line that does not parse.
+
+    Lines end at ``\n`` only: ``str.splitlines`` would also split at U+2028 and other separators that JSON
+    strings may hold as they are.
+    """
+    records, bad = [], []
+    for number, line in enumerate(raw.split("\n"), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                bad.append((number, f"{exc.msg} at column {exc.colno}"))
+    return records, bad
+
+
 PARSERS: tuple[Parser, ...] = (
     TextParser(),
     MarkdownParser(),
@@ -252,6 +417,7 @@ PARSERS: tuple[Parser, ...] = (
     PdfParser(),
     DocxParser(),
     JsonParser(),
+    JsonLinesParser(),
 )
 _BY_SUFFIX = {suffix: parser for parser in PARSERS for suffix in parser.suffixes}
 
@@ -276,3 +442,122 @@ def parse_document(
         stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         parsed.title = re.sub(r"[_-]+", " ", stem).strip().capitalize()
     return parsed, parser
+
+
+class ParseWorker:
+    """Parses files in a child process, one at a time, within :class:`ParseLimits`' time and memory.
+
+    One child serves a whole batch: starting it costs a fraction of a second, and a small file then costs a
+    round trip of its bytes. A file that runs out of time has the child killed, and the next file starts a fresh
+    one. Use it as a context manager (or call :meth:`close`).
+    """
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen | None = None
+        self._channel: Connection | None = None
+        self._memory_mb = 0
+
+    def __enter__(self) -> ParseWorker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def parse(
+        self, path: str, data: bytes, options: ParseOptions = ParseOptions()
+    ) -> tuple[ParsedDocument, Parser]:
+        """:func:`parse_document` in the child; raise :class:`Quarantined` also for ``timeout`` and memory."""
+        parser = parser_for(path)  # an unsupported type needs no child
+        limits = options.limits
+        channel = self._channel_for(limits.memory_mb)
+        try:
+            channel.send((path, data, options))
+        except OSError:  # the child is gone (killed from outside): one fresh start
+            self.close()
+            channel = self._channel_for(limits.memory_mb)
+            channel.send((path, data, options))
+        timeout = limits.timeout_for(len(data))
+        if not channel.poll(timeout):
+            self.close(kill=True)
+            raise Quarantined("timeout", f"parsing took longer than the {timeout:.1f} s allowed for its size")
+        try:
+            outcome, *detail = channel.recv()
+        except (EOFError, OSError):
+            raise self._crashed() from None
+        if outcome == "failed":
+            error = RuntimeError(f"parsing {path} failed in the parse worker: {detail[0]}")
+            error.add_note(detail[1])  # the child's traceback
+            raise error
+        if outcome == "quarantined":
+            raise Quarantined(*detail)
+        return detail[0], parser
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the child (``kill``: at once, mid-parse); the next :meth:`parse` starts another."""
+        if self._child is None:
+            return
+        self._channel.close()  # an idle child reads the end of its input and exits
+        try:
+            if kill:
+                self._child.kill()
+            self._child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+        self._child = self._channel = None
+
+    def _channel_for(self, memory_mb: int) -> Connection:
+        if self._child is not None and (self._memory_mb != memory_mb or self._child.poll() is not None):
+            self.close()
+        if self._child is None:
+            ours, theirs = socket.socketpair()
+            package_root = str(Path(__file__).resolve().parents[2])  # feedstock importable however we were
+            command = (
+                f"import sys; sys.path.append({package_root!r}); "
+                f"from feedstock.documents.parsers import _serve; _serve({theirs.fileno()}, {memory_mb})"
+            )
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", command], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL
+            )
+            theirs.close()
+            self._channel, self._memory_mb = Connection(ours.detach()), memory_mb
+        return self._channel
+
+    def _crashed(self) -> Quarantined:
+        code = self._child.wait()
+        self._child = None
+        self._channel.close()
+        self._channel = None
+        if code == -signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
+            return Quarantined("too_large", "the parse worker was killed while parsing it (out of memory?)")
+        name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+        return Quarantined("corrupt", f"the parse worker crashed on it ({name})")
+
+
+def _serve(fd: int, memory_mb: int) -> None:
+    """The parse worker's loop, in the child: (path, bytes, options) in, a document or a reason out."""
+    import resource
+    import traceback
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
+    channel = Connection(fd)
+    while True:
+        try:
+            path, data, options = channel.recv()
+        except EOFError:
+            return
+        try:
+            reply: tuple = ("parsed", parse_document(path, data, options)[0])
+        except Quarantined as bad:
+            reply = ("quarantined", bad.reason, bad.detail)
+        except MemoryError:
+            reply = (
+                "quarantined",
+                "too_large",
+                f"parsing it needs more than the {memory_mb} MB memory limit",
+            )
+        except RecursionError:
+            reply = ("quarantined", "too_large", "it nests too deep to parse")
+        except Exception as exc:  # a parser bug: the batch fails with it, as it would in process
+            reply = ("failed", f"{type(exc).__name__}: {exc}"[:300], traceback.format_exc())
+        channel.send(reply)

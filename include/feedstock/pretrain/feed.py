@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
 from collections import Counter
 from contextlib import ExitStack
@@ -40,10 +41,13 @@ import xxhash
 
 from feedstock import contracts
 from feedstock.config import Config, ConfigError, CorpusSource
+from feedstock.errors import ReleaseConflict
 from feedstock.lake import Commit, Lake, filesystem
 from feedstock.pretrain import dedup
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, list_shards, read_batches
 from feedstock.pretrain.steps import Document, Drop, Step, run_steps
+
+log = logging.getLogger(__name__)
 
 RELEASE = "pretrain.release"
 REJECTS = "pretrain.rejects"
@@ -117,8 +121,14 @@ def previous_releases(lake: Lake) -> list[int]:
     return sorted(set(table["release"].to_pylist())) if table is not None and table.num_rows else []
 
 
-def prepare(config: Config, lake: Lake) -> dict[str, Any]:
-    """The release number, the pinned bronze inputs and the configuration key of this run."""
+def prepare(config: Config, lake: Lake, duckdb_file: str | None = None) -> dict[str, Any]:
+    """The release number, the pinned inputs and the configuration key of this run; the bronze inputs landed in
+    the run's DuckDB file for dbt.
+
+    ``changed`` is False, with a one-line ``message``, when the inputs (bronze versions, corpus file versions) and
+    the configuration are those of the last finished run: the run then has nothing to do.
+    """
+    from feedstock import runstate, transform
     from feedstock.pretrain.tokenize import load_tokenizer
 
     try:
@@ -126,17 +136,46 @@ def prepare(config: Config, lake: Lake) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     releases = previous_releases(lake)
-    sources = feed_sources(config)
-    bronze = [
-        lake.pinned(name)
-        for name in lake.tables()
-        if name.startswith("bronze.") and name.rsplit(".", 1)[-1] in sources
-    ]
+    sources = set(feed_sources(config))
+    bronze = transform.inputs(config, lake, sources)
+    corpus = sorted(f"{shard.shard_id}@{shard.version}" for shard in _corpus_shards(config, lake, sources)[0])
+    p = config.pretrain
+    fingerprint = transform.fingerprint(bronze, corpus, config_key(config), p.tokenizer, p.weights, sorted(sources))
+    if message := runstate.unchanged(lake, "pretrain", fingerprint):
+        return {"changed": False, "message": message}
+    landed = transform.land(config, lake, duckdb_file, bronze) if duckdb_file else {}
     return {
+        "changed": True,
         "release": (releases[-1] + 1) if releases else 1,
         "bronze": bronze,
         "config_key": config_key(config),
+        "fingerprint": fingerprint,
+        "message": f"release {(releases[-1] + 1) if releases else 1}: {len(corpus)} corpus shards listed, "
+        f"{sum(landed.values())} bronze rows landed from {len(landed)} sources",
     }
+
+
+def finish(lake: Lake, prepared: dict[str, Any], run_id: str) -> None:
+    """Record what this run built from, so an unchanged next run is skipped (see :mod:`feedstock.runstate`)."""
+    from feedstock import runstate
+
+    releases = previous_releases(lake)
+    runstate.record(lake, "pretrain", prepared["fingerprint"], releases[-1] if releases else None, run_id)
+
+
+def _corpus_shards(config: Config, lake: Lake, sources: set[str]) -> tuple[list[Shard], dict[str, str]]:
+    """The shards of every corpus source the feed reads, and the sources that could not be listed (one line
+    each): an unreachable corpus leaves this release, it does not sink it."""
+    shards: list[Shard] = []
+    problems: dict[str, str] = {}
+    for source in config.sources:
+        if source.name in sources and isinstance(source, CorpusSource):
+            try:
+                shards += list_shards(source, lake)
+            except OSError as exc:
+                problems[source.name] = f"source '{source.name}': field 'uri': {str(exc).splitlines()[0]}"
+                log.warning(problems[source.name])
+    return shards, problems
 
 
 # ---- 2. plan ----------------------------------------------------------------------------------------------
@@ -162,14 +201,14 @@ def plan(config: Config, lake: Lake, run_key: str, duckdb_file: str | None) -> d
     sources = set(feed_sources(config))
     shards: list[Shard] = []
     stats: Counter = Counter()
-    for source in config.sources:
-        if source.name not in sources or not isinstance(source, CorpusSource):
-            continue
-        for shard in list_shards(source, lake):
-            if (shard.shard_id, shard.version) in done_shards:
-                stats["shards_unchanged"] += 1
-            else:
-                shards.append(shard)
+    listed, unreachable = _corpus_shards(config, lake, sources)
+    for shard in listed:
+        if (shard.shard_id, shard.version) in done_shards:
+            stats["shards_unchanged"] += 1
+        else:
+            shards.append(shard)
+    if unreachable:
+        stats["sources_unreachable"] = len(unreachable)
     if duckdb_file:
         mart_shards, mart_stats = _export_mart(lake, run_key, duckdb_file, sources, mart_hashes)
         shards += mart_shards
@@ -857,10 +896,6 @@ def _clean_up(config: Config, lake: Lake, run_key: str, results: list[dict[str, 
         if r["shard"]["format"] == "mart":
             lake.clear(posixpath.dirname(r["shard"]["uri"]))
     lake.clear(run_dir(lake, run_key))
-
-
-class ReleaseConflict(RuntimeError):
-    """Another run published a release while this one was being built."""
 
 
 def _has_release(lake: Lake, name: str, number: int) -> bool:

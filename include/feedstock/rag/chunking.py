@@ -12,7 +12,6 @@ path, ``" > "``-joined), ``page`` (PDFs), ``text, n_tokens, access_tags, content
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -76,8 +75,8 @@ class Chunker:
         self.tokenizer, self.budget, self.overlap = tokenizer, budget, overlap
 
     def chunk(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
-        pages = json.loads(doc["pages_json"]) if doc.get("pages_json") else None
-        tags = [t for t in (doc.get("access_tags") or "").split(",") if t]
+        pages = doc.get("pages") or None
+        tags = list(doc.get("access_tags") or [])
         pieces = sections(doc["text"] or "", pages)
         if not pieces:
             return []

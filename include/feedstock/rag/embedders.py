@@ -19,10 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from feedstock.config import Embedding
-
-
-class EmbeddingError(RuntimeError):
-    """The embedding provider failed after its retries."""
+from feedstock.errors import EmbeddingError
 
 
 class Embedder:
@@ -65,7 +62,9 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self, spec: Embedding):
         super().__init__(spec)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Offline, and no progress bars: a task's stderr is logged at ERROR level.
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+            os.environ.setdefault(name, "1")
         from sentence_transformers import SentenceTransformer
 
         from feedstock.rag.chunking import model_path
@@ -85,7 +84,11 @@ class SentenceTransformerEmbedder(Embedder):
     def embed(self, texts: list[str]) -> np.ndarray:
         # Sorting by length keeps each batch's padding small; encode() does it and restores the order.
         vectors = self._model.encode(
-            texts, batch_size=self.spec.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            texts,
+            batch_size=self.spec.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +31,10 @@ import numpy as np
 import pyarrow as pa
 
 from feedstock import contracts
+from feedstock.config import _NAME as SOURCE_NAME
 from feedstock.config import Config, Embedding
-from feedstock.lake import Commit, Lake, filesystem, join
+from feedstock.errors import CommitConflict, IndexNotReady
+from feedstock.lake import Commit, Lake, Txn, filesystem, join
 from feedstock.rag.embedders import embedder, index_name
 
 INDEX_TABLE = "rag.index"
@@ -51,10 +54,6 @@ CHUNK_FIELDS = [
     ("doc_hash", pa.string()),
 ]
 CHUNKS_SCHEMA = pa.schema(CHUNK_FIELDS)
-
-
-class IndexNotReady(RuntimeError):
-    """Search before the first release, or on an empty index."""
 
 
 def stage_dir(lake: Lake, run_key: str) -> str:
@@ -92,6 +91,41 @@ def _tokenizer(spec: Embedding):
     return load_tokenizer(spec.model if spec.provider == "sentence_transformers" else "all-MiniLM-L6-v2")
 
 
+def prepare(config: Config, lake: Lake, duckdb_file: str) -> dict[str, Any]:
+    """Pin the inputs and land them in the run's DuckDB file for dbt, unless nothing changed since the last run.
+
+    Returns ``changed`` (False: the run has nothing to do), a one-line ``message``, and for a run with work the
+    ``inputs`` (``name@version`` of every bronze table read) and the ``fingerprint`` recorded when it finishes.
+    """
+    from feedstock import runstate, transform
+
+    pins = transform.inputs(config, lake)
+    sources = [
+        (s.name, s.kind, s.access_tags, getattr(s, "document", None)) for s in transform.feed_sources(config)
+    ]
+    broken = [(b.name, b.error) for b in config.broken]
+    fingerprint = transform.fingerprint(pins, sources, broken, config.rag)
+    if not pins and read_pointer(lake) is None:
+        return {"changed": False, "message": "nothing to index yet: no configured source has bronze data"}
+    if message := runstate.unchanged(lake, "rag", fingerprint):
+        return {"changed": False, "message": message}
+    landed = transform.land(config, lake, duckdb_file, pins)
+    return {
+        "changed": True,
+        "inputs": pins,
+        "fingerprint": fingerprint,
+        "message": f"landed {sum(landed.values())} rows from {len(landed)} sources: {landed}",
+    }
+
+
+def finish(lake: Lake, prepared: dict[str, Any], run_id: str) -> None:
+    """Record what this run built from, so an unchanged next run is skipped (see :mod:`feedstock.runstate`)."""
+    from feedstock import runstate
+
+    pointer = read_pointer(lake) or {}
+    runstate.record(lake, "rag", prepared["fingerprint"], pointer.get("index_version"), run_id)
+
+
 @dataclass
 class Plan:
     batches: list[str]  # staged parquet files of chunks to embed
@@ -110,7 +144,7 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
     lake.clear(stage)
     pointer = read_pointer(lake)
     same_model = pointer is not None and pointer["model_version"] == model_version(spec)
-    index = lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash"]) if same_model else None
+    index = lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash", "source"]) if same_model else None
     con = duckdb.connect()
     if isinstance(documents, str):
         con.execute(f"attach '{documents}' as mart (read_only)")
@@ -123,6 +157,7 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
                 "chunk_id": pa.array([], pa.string()),
                 "doc_id": pa.array([], pa.string()),
                 "doc_hash": pa.array([], pa.string()),
+                "source": pa.array([], pa.string()),
             }
         )
     con.register("idx", index)
@@ -151,10 +186,14 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
             .combine_chunks()
         )
     )
+    # A broken source is frozen: its released chunks stay until its configuration is fixed (a removed source's
+    # chunks leave, like deleted documents).
+    con.register("frozen", pa.table({"source": pa.array([b.name for b in config.broken], pa.string())}))
     removed = con.sql(
         """select chunk_id from idx
            where (doc_id not in (select doc_id from live) or doc_id in (select doc_id from changed))
-             and chunk_id not in (select chunk_id from fresh)"""
+             and chunk_id not in (select chunk_id from fresh)
+             and source not in (select source from frozen)"""
     ).to_arrow_table()
     kept = index.num_rows - removed.num_rows
     stats = {
@@ -275,6 +314,9 @@ def _sub_vectors(table) -> int:
     return next(d for d in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dim % d == 0)
 
 
+RELEASE_WRITER = "feedstock:rag_feed"  # the Delta transaction id of rag.index's one writer
+
+
 def release(
     config: Config,
     lake: Lake,
@@ -284,70 +326,128 @@ def release(
     inputs: list[str],
     scores: dict[str, float],
 ) -> dict[str, Any]:
-    """Record the release in ``rag.index`` (one commit) and switch the search pointer to the built version."""
+    """Record the release in ``rag.index`` (one commit) and switch the search pointer to the built version.
+
+    The ``rag.index`` commit carries the run's Delta transaction id and names the LanceDB version it goes with,
+    and is made against the ``rag.index`` version the pointer names, so a concurrent release is refused
+    (:class:`CommitConflict`). A retry finds that commit, switches the pointer if it was not switched (and no
+    later release moved it), and returns the same stats without committing again. A release that finds
+    ``rag.index`` ahead of the pointer (a run died between the two) restores ``rag.index`` to the released
+    version and fails with one line: this run planned from chunks search never served, the next run plans again.
+    """
     stage = stage_dir(lake, run_key)
     stats = {k: v for k, v in built.items() if k not in ("table", "version")} | scores
-    changed = stats["embedded"] or stats["removed"] or stats["full_rebuild"]
     pointer = read_pointer(lake)
-    if built["version"] is None:
-        lake.clear(stage)
+    target = {"table": built["table"], "version": built["version"]}
+    if built["version"] is None or (pointer and {k: pointer.get(k) for k in target} == target):
+        _finish_stage(lake, run_key)  # nothing to release, or a retry after the switch
         return stats
-    if changed or pointer is None or pointer.get("version") != built["version"]:
+    rebuild = bool(stats["full_rebuild"])
+    released = None if rebuild or pointer is None else pointer.get("index_version")
+    txn = Txn(RELEASE_WRITER, run_key, lake.version(INDEX_TABLE) if released is None else released)
+    mine = next((c for c in lake.commits_of(INDEX_TABLE, txn) if c.get("release") == target), None)
+    if mine is None:
+        if released is not None:
+            _roll_back_interrupted(lake, pointer, run_key, produced_by, target)
         embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
         removed = lake.read_parquet(f"{stage}/removed.parquet")
-        _record(
-            lake, embedded, removed, bool(stats["full_rebuild"]), Commit(produced_by, tuple(inputs), stats)
-        )
+        commit = Commit(produced_by, tuple(inputs), stats, txn, {"release": target})
+        recorded = _record(lake, embedded, removed, rebuild, commit)
+    elif "rolled_back_to" in mine:  # this run's release already found an interrupted one: fail the same way
+        _point_at(lake, pointer, mine["version"])
+        raise CommitConflict(mine["stats"]["message"])
+    else:
+        recorded = mine["version"]
+    index_version = lake.version(INDEX_TABLE) if recorded is None else recorded
+    now = read_pointer(lake)
+    if now is None or now.get("index_version") is None or now["index_version"] <= index_version:
         lake.write_json(
             pointer_uri(lake),
             {
-                "table": built["table"],
-                "version": built["version"],
+                **target,
                 "model_version": model_version(config.rag.embedding),
                 "provider": config.rag.embedding.provider,
                 "model": config.rag.embedding.model,
                 "embedding": dict(config.rag.embedding.__dict__),
-                "index_version": lake.version(INDEX_TABLE),
+                "index_version": index_version,
             },
         )
-    lake.clear(stage)
+    _finish_stage(lake, run_key)
     return stats
 
 
-def _record(lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: bool, commit: Commit) -> None:
-    """``rag.index`` in one Delta commit: new chunks in, removed chunks out (a model change rewrites it)."""
+def _finish_stage(lake: Lake, run_key: str) -> None:
+    lake.clean_staging("rag_feed", run_key)  # failed runs' staged chunks, by age
+    lake.clear(stage_dir(lake, run_key))
+
+
+def _roll_back_interrupted(
+    lake: Lake, pointer: dict[str, Any], run_key: str, produced_by: dict[str, str], target: dict[str, Any]
+) -> None:
+    """When ``rag.index`` holds commits past the released version, restore it and fail with one line."""
+    released = pointer["index_version"]
+    later = [c for c in lake.history(INDEX_TABLE) if c["version"] > released and "produced_by" in c]
+    if not later:
+        return
+    runs = sorted({str(c["produced_by"].get("run_id")) for c in later})
+    message = (
+        f"rag.index was ahead of the search pointer (run {', '.join(runs)} recorded version {later[0]['version']} "
+        f"but never switched to it); restored rag.index to the released version {released}; this run planned "
+        "from the unreleased chunks, so it publishes nothing and the next run plans again"
+    )
+    txn = Txn(RELEASE_WRITER, run_key, lake.version(INDEX_TABLE))
+    metadata = {"release": target, "rolled_back_to": released}
+    restored = lake.restore(
+        INDEX_TABLE, released, Commit(produced_by, (), {"message": message}, txn, metadata)
+    )
+    _point_at(lake, pointer, restored)
+    raise CommitConflict(message)
+
+
+def _point_at(lake: Lake, pointer: dict[str, Any] | None, index_version: int) -> None:
+    """Keep the released LanceDB version and name the ``rag.index`` version that now matches it."""
+    if pointer is not None and (pointer.get("index_version") or -1) < index_version:
+        lake.write_json(pointer_uri(lake), {**pointer, "index_version": index_version})
+
+
+def _record(
+    lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: bool, commit: Commit
+) -> int | None:
+    """``rag.index`` in one Delta commit: new chunks in, removed chunks out (a model change rewrites it).
+
+    Returns the version committed, or None when there was nothing to record.
+    """
     if rebuild or lake.table(INDEX_TABLE) is None:
-        if embedded is not None:
-            lake.replace(INDEX_TABLE, embedded, commit)
-        return
+        return lake.replace(INDEX_TABLE, embedded, commit) if embedded is not None else None
     if embedded is None and removed.num_rows == 0:
-        return
-    target = lake.table(INDEX_TABLE)
-    schema = pa.schema(target.schema())
-    marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column(
-        "_remove", pa.array([True] * removed.num_rows)
-    )
-    source = pa.concat_tables(
-        [
-            (embedded or schema.empty_table()).append_column(
-                "_remove", pa.array([False] * (embedded.num_rows if embedded else 0))
-            ),
-            marks,
-        ],
-        promote_options="default",
-    )
-    (
-        target.merge(
-            source,
-            predicate="t.chunk_id = s.chunk_id",
-            source_alias="s",
-            target_alias="t",
-            commit_properties=commit.properties(),
+        return None
+    with lake.writing(INDEX_TABLE, commit) as target:
+        schema = pa.schema(target.schema())
+        marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column(
+            "_remove", pa.array([True] * removed.num_rows)
         )
-        .when_matched_delete(predicate="s._remove")
-        .when_not_matched_insert_all(predicate="not s._remove", except_cols=["_remove"])
-        .execute()
-    )
+        source = pa.concat_tables(
+            [
+                (embedded or schema.empty_table()).append_column(
+                    "_remove", pa.array([False] * (embedded.num_rows if embedded else 0))
+                ),
+                marks,
+            ],
+            promote_options="default",
+        )
+        (
+            target.merge(
+                source,
+                predicate="t.chunk_id = s.chunk_id",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=commit.properties(),
+            )
+            .when_matched_delete(predicate="s._remove")
+            .when_not_matched_insert_all(predicate="not s._remove", except_cols=["_remove"])
+            .execute()
+        )
+    return target.version()
 
 
 _EMBEDDERS: dict[str, Any] = {}
@@ -360,6 +460,58 @@ def _query_embedder(spec: Embedding):
     return _EMBEDDERS[key]
 
 
+class SearchFilterError(ValueError):
+    """A search filter that is not a plain source name or access tag, described in one line that names it."""
+
+
+# An access tag: what a configuration would write (``internal``, ``team-a``, ``pii:none``), nothing that SQL,
+# a shell or a log line could read as syntax.
+ACCESS_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+
+
+def search_filter(source: str | None = None, tags: list[str] | None = None) -> str | None:
+    """The ``where`` clause of a search, or None; a value that breaks its rule raises :class:`SearchFilterError`.
+
+    :param source: only chunks of this source: a configured source name (the configuration's rule, whole string)
+    :param tags: only chunks that carry every one of these access tags (:data:`ACCESS_TAG`)
+    """
+    tags = [tags] if isinstance(tags, str) else list(tags or [])  # one tag given bare is still one tag
+    if source is not None and not (isinstance(source, str) and SOURCE_NAME.fullmatch(source)):
+        raise SearchFilterError(
+            f"search filter source={_shown(source)}: a source name is lower_snake_case (a-z, 0-9 and _)"
+        )
+    for tag in tags:
+        if not (isinstance(tag, str) and ACCESS_TAG.fullmatch(tag)):
+            raise SearchFilterError(
+                f"search filter tag={_shown(tag)}: an access tag is 1-64 letters, digits and _ . : / - "
+                "(starting with a letter or digit)"
+            )
+    return where_clause(source, tags)
+
+
+def where_clause(source: str | None = None, tags: list[str] | None = None) -> str | None:
+    """The filter as SQL in which every value is one string literal, whatever characters it holds.
+
+    LanceDB takes no bound parameters: a filter is SQL text that DataFusion parses. (A ``lancedb.expr`` filter is
+    rendered to SQL as well, and its renderer leaves a quote that follows a backslash undoubled: in ``x\\' OR
+    true`` that quote ends the literal.) A value is therefore quoted here the standard SQL way, which is how
+    DataFusion reads it: quotes doubled, backslashes plain characters.
+    """
+    parts = [] if source is None else [f"source = {_sql_string(source)}"]
+    parts += [f"array_has_any(access_tags, [{_sql_string(tag)}])" for tag in tags or []]
+    return " AND ".join(parts) or None
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _shown(value: Any) -> str:
+    """A filter value for a one-line message: its repr (quotes, newlines and NULs escaped), at most 80 chars."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def search(
     config: Config,
     lake: Lake,
@@ -370,7 +522,11 @@ def search(
     tags: list[str] | None = None,
     at: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k chunks for a question from the released index (or from ``at``: a built, unreleased version)."""
+    """Top-k chunks for a question from the released index (or from ``at``: a built, unreleased version).
+
+    ``source`` and ``tags`` are values, never SQL: see :func:`search_filter`.
+    """
+    where = search_filter(source, tags)  # before any I/O: a bad filter reads nothing
     pointer = at or read_pointer(lake)
     if pointer is None:
         raise IndexNotReady("the RAG index has not been built yet: run the rag_feed DAG first")
@@ -384,17 +540,12 @@ def search(
     # already names the new model while search still serves the old index.
     spec = Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
     vector = _query_embedder(spec).embed([query])[0]
-    filters = []
-    if source:
-        filters.append(f"source = '{source}'")
-    for tag in tags or []:
-        filters.append(f"array_has_any(access_tags, ['{tag}'])")
     if mode == "hybrid":
         builder = table.search(query_type="hybrid").vector(vector).text(query)
     else:
         builder = table.search(vector, vector_column_name="vector").metric("cosine")
-    if filters:
-        builder = builder.where(" AND ".join(filters), prefilter=True)
+    if where:
+        builder = builder.where(where, prefilter=True)
     rows = builder.limit(k).to_list()
     results = []
     for row in rows:
@@ -439,6 +590,17 @@ def evaluate(config: Config, lake: Lake, built: dict[str, Any]) -> dict[str, flo
         "mrr": round(reciprocal / n, 4),
         "golden_questions": len(golden),
     }
+
+
+def recall_gate(config: Config, scores: dict[str, float]) -> str | None:
+    """The release gate: below ``rag.min_recall`` a run fails (or, with ``on_low_recall: warn``, warns)."""
+    recall = scores.get(f"recall_at_{config.rag.k}")
+    if recall is None or recall >= config.rag.min_recall:
+        return None
+    message = f"recall@{config.rag.k} {recall:.3f} is below rag.min_recall {config.rag.min_recall}"
+    if config.rag.on_low_recall == "fail":
+        raise contracts.ContractViolation(f"{message}; not released")
+    return message
 
 
 def json_results(results: list[dict[str, Any]]) -> str:

@@ -30,6 +30,15 @@ def error(config_sources: list[dict] | None = None, /, **pretrain) -> str:
     return message
 
 
+def broken(source: dict) -> str:
+    """A bad source does not fail the load: it is broken, with a one-line error, and the others stay."""
+    config = parse([source, DOCS])
+    assert [s.name for s in config.sources] == ["handbook"]
+    (entry,) = config.broken
+    assert "\n" not in entry.error and entry.kind == "corpus"
+    return entry.error
+
+
 def test_corpus_source_defaults():
     web = parse().source("web")
     assert isinstance(web, CorpusSource)
@@ -59,19 +68,20 @@ def test_corpus_source_parsed():
 
 
 def test_bad_format_names_source_and_field():
-    message = error([{**CORPUS, "format": "csv"}])
+    message = broken({**CORPUS, "format": "csv"})
     assert message == "source 'web': field 'format' must be jsonl or parquet, got 'csv'"
 
 
 @pytest.mark.parametrize("value", [0, -1, "big"])
 def test_bad_part_mb(value):
-    message = error([{**CORPUS, "part_mb": value}])
+    message = broken({**CORPUS, "part_mb": value})
     assert message.startswith("source 'web': field 'part_mb' must be a positive number")
 
 
 def test_corpus_needs_uri_and_known_fields():
-    assert "field 'uri'" in error([{"name": "web", "kind": "corpus", "uri": ""}])
-    assert error([{**CORPUS, "text_column": "x"}]).startswith("source 'web': unknown field 'text_column'")
+    assert "field 'uri'" in broken({"name": "web", "kind": "corpus", "uri": ""})
+    assert "field 'uri'" in broken({"name": "web", "kind": "corpus"})
+    assert broken({**CORPUS, "text_column": "x"}).startswith("source 'web': unknown field 'text_column'")
 
 
 def test_pretrain_defaults():
@@ -107,16 +117,20 @@ def test_minhash_parsed():
 def test_minhash_bands_times_rows_at_most_num_perm():
     assert parse(minhash={"num_perm": 64, "bands": 16, "rows": 4}).pretrain.minhash.bands == 16
     message = error(minhash={"num_perm": 64, "bands": 17, "rows": 4})
-    assert message == "config 'pretrain'.minhash: bands x rows must not exceed num_perm"
+    assert message == (
+        "config 'pretrain.minhash': fields 'bands' x 'rows' (17 x 4) must not exceed 'num_perm' (64)"
+    )
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 0}, {"threshold": 1.5}, {"shingle_size": 0}])
 def test_minhash_bad_threshold_or_shingle(bad):
-    assert error(minhash=bad).startswith("config 'pretrain'.minhash: shingle_size must be >= 1")
+    ((field, value),) = bad.items()
+    assert error(minhash=bad).startswith(f"config 'pretrain.minhash': field '{field}' must be")
+    assert error(minhash=bad).endswith(f", got {value}")
 
 
 def test_minhash_unknown_field():
-    assert error(minhash={"perms": 10}).startswith("config 'pretrain'.minhash: unknown field 'perms'")
+    assert error(minhash={"perms": 10}).startswith("config 'pretrain.minhash': unknown field 'perms'")
 
 
 @pytest.mark.parametrize("off", [None, False])
@@ -125,9 +139,15 @@ def test_minhash_null_disables_fuzzy_dedup(off):
     assert parse(exact_dedup=True).pretrain.minhash is not None
 
 
+def test_false_switches_a_stage_off_and_true_keeps_the_default_minhash():
+    pretrain = parse(language=False, pii=False, decontamination=False, minhash=True).pretrain
+    assert (pretrain.language, pretrain.pii, pretrain.decontamination) == (None, None, None)
+    assert pretrain.minhash == MinHash()
+
+
 @pytest.mark.parametrize("field", ["batch_size", "dedup_partitions", "output_shards"])
 def test_positive_integers(field):
-    assert error(**{field: 0}) == f"config 'pretrain': field '{field}' must be a positive integer"
+    assert error(**{field: 0}) == f"config 'pretrain': field '{field}' must be a positive integer, got 0"
 
 
 def test_unknown_pretrain_field():

@@ -22,8 +22,8 @@ def doc(text: str, **extra) -> dict:
         "title": "A",
         "text": text,
         "content_hash": "h",
-        "pages_json": None,
-        "access_tags": "internal,hr",
+        "pages": None,
+        "access_tags": ["internal", "hr"],
         **extra,
     }
 
@@ -57,8 +57,8 @@ def test_unchanged_passages_keep_their_ids_when_the_document_changes(chunker):
 
 def test_pdf_pages_are_kept(chunker):
     text = "Page one text.\n\nPage two text."
-    pages = json.dumps([{"page": 1, "start": 0, "end": 14}, {"page": 2, "start": 16, "end": 30}])
-    assert [c["page"] for c in chunker.chunk(doc(text, pages_json=pages))] == [1, 2]
+    pages = [{"page": 1, "start": 0, "end": 14}, {"page": 2, "start": 16, "end": 30}]
+    assert [c["page"] for c in chunker.chunk(doc(text, pages=pages))] == [1, 2]
 
 
 def test_bad_input_empty_huge_and_non_english(chunker):

@@ -1,0 +1,37 @@
+"""What each feed last built from, so that a run whose inputs did not change costs almost nothing.
+
+A feed's ``prepare`` computes a fingerprint of everything its output depends on (the pinned bronze versions, the
+corpus file versions, the relevant configuration). When a run finishes, successfully, with or without a new
+release, the feed records that fingerprint in ``<lake>/<feed>/STATE.json`` (written atomically). The next run
+whose fingerprint is the same skips dbt, the model load and every later task: "nothing changed since release N".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feedstock.lake import Lake, join
+
+
+def state_uri(lake: Lake, feed: str) -> str:
+    return join(lake.root, feed, "STATE.json")
+
+
+def last(lake: Lake, feed: str) -> dict[str, Any] | None:
+    uri = state_uri(lake, feed)
+    try:
+        return lake.read_json(uri) if lake.exists(uri) else None
+    except ValueError:  # an unreadable state only costs one full run
+        return None
+
+
+def unchanged(lake: Lake, feed: str, fingerprint: str) -> str | None:
+    """``nothing changed since release N`` when the last finished run had this fingerprint, else None."""
+    state = last(lake, feed)
+    if state and state.get("fingerprint") == fingerprint:
+        return f"nothing changed since release {state.get('release')}: inputs {fingerprint} already built"
+    return None
+
+
+def record(lake: Lake, feed: str, fingerprint: str, release: Any, run_id: str) -> None:
+    lake.write_json(state_uri(lake, feed), {"fingerprint": fingerprint, "release": release, "run_id": run_id})
