@@ -4,27 +4,22 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Everything Airflow, dbt and cosmos need, and no telemetry from any of them.
+# The Airflow instance (airflow.cfg, metadata DB, pools, the sample connection) is written by
+# include/setup_airflow.py, so a shell with only AIRFLOW_HOME set sees what `make run` sees.
 export AIRFLOW_HOME ?= $(CURDIR)/airflow_home
-export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
-export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
-export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export AIRFLOW__CORE__EXECUTOR := LocalExecutor
-export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
-export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
-export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+AIRFLOW_STAMP := $(AIRFLOW_HOME)/.feedstock-setup
+# Read only from the environment, never from airflow.cfg: a second guard against telemetry and model downloads
+# (dbt's telemetry is off in dbt_project.yml, cosmos' in airflow.cfg, and the models load from local folders).
 export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export FEEDSTOCK_CONFIG ?= $(CURDIR)/include/config/feedstock.yaml
-export AIRFLOW_CONN_WAREHOUSE_DEFAULT ?= sqlite:///$(CURDIR)/data/warehouse.sqlite
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test bench lint clean
 
-setup: $(STAMP) data/warehouse.sqlite
+setup: $(STAMP) data/warehouse.sqlite $(AIRFLOW_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +32,12 @@ data/warehouse.sqlite: include/sample_data/warehouse/seed.sql | $(STAMP)
 	mkdir -p data
 	$(BIN)/python include/sample_data/warehouse/build_seed.py $@
 
+# airflow.cfg, the migrated DB, pools, warehouse_default, the serialized DAGs; again when the script changes.
+$(AIRFLOW_STAMP): include/setup_airflow.py | $(STAMP)
+	$(BIN)/python include/setup_airflow.py "$(AIRFLOW_HOME)"
+	touch $@
+
 run: setup
-	$(BIN)/airflow db migrate
-	$(BIN)/airflow pools set feedstock_duckdb 1 "dbt tasks: one DuckDB writer at a time"
-	$(BIN)/airflow pools set feedstock_pretrain_release 1 "pretraining releases: one at a time"
 	$(BIN)/airflow standalone
 
 test: setup

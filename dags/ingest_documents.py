@@ -19,6 +19,7 @@ Stats on every commit: `files_seen = ingested + unchanged + quarantined`, plus `
 from __future__ import annotations
 
 from airflow.sdk import AssetAlias, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 import feedstock_airflow as fa
 
@@ -101,19 +102,29 @@ def ingest_documents():
 
         cfg = fa.config()
         lake = fa.lake(cfg)
-        before = lake.version(ingest.documents_table(source))
-        stats = ingest.commit(
-            fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context)
-        )
-        if lake.version(ingest.documents_table(source)) != before:
+        with fa.one_line_errors():
+            stats = ingest.commit(
+                fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context), fa.as_of(context)
+            )
+        if stats["version"] is not None:  # this run's commit (also on a retry of a finished one)
             outlet_events[DOCUMENTS].add(fa.asset(lake, ingest.documents_table(source)), extra=stats)
         fa.log.info("source %s: %s", source, stats)
         return stats
 
-    plans = plan.expand(source=sources())
+    @task(trigger_rule="all_done")
+    def report(names: list[str], ready: list[str]) -> None:
+        """Fail the run, after the others committed, when a source could not be planned (its task says why)."""
+        if failed := [name for name in names if name not in ready]:
+            raise AirflowFailException(
+                f"sources that did not ingest: {', '.join(failed)} (see their plan tasks)"
+            )
+
+    names = sources()
+    plans = plan.expand(source=names)
     ready = planned(plans)
     parsed = parse.expand(batch=batches(plans))
-    parsed >> validate.expand(source=ready) >> commit.expand(source=ready)
+    committed = commit.expand(source=ready)
+    parsed >> validate.expand(source=ready) >> committed >> report(names, ready)
 
 
 ingest_documents()

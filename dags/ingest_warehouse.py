@@ -90,10 +90,11 @@ def ingest_warehouse():
 
             cfg = fa.config()
             lake = fa.lake(cfg)
-            stats = warehouse.commit(
-                fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context)
-            )
-            if stats["rows_written"]:
+            with fa.one_line_errors():
+                stats = warehouse.commit(
+                    fa.source(cfg, source), lake, fa.run_key(context), fa.produced_by(context)
+                )
+            if stats["version"] is not None:  # this run's commit (also on a retry of a finished one)
                 outlet_events[WAREHOUSE].add(fa.asset(lake, warehouse.bronze_table(source)), extra=stats)
             fa.log.info("source %s: %s", source, stats)
             return stats

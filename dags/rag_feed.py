@@ -102,9 +102,10 @@ def rag_feed():
 
         cfg = fa.config()
         lake = fa.lake(cfg)
-        stats = index.release(
-            cfg, lake, fa.run_key(context), built, fa.produced_by(context), prepared["inputs"], scores
-        )
+        with fa.one_line_errors():
+            stats = index.release(
+                cfg, lake, fa.run_key(context), built, fa.produced_by(context), prepared["inputs"], scores
+            )
         index.finish(lake, prepared, context["run_id"])
         fa.log.info("rag release: %s", stats)
         return stats

@@ -79,7 +79,8 @@ def set_options(text: str, wanted: dict[str, dict[str, str]]) -> str:
             if set_line or found:
                 lines[(set_line or found)[0]] = line
             else:
-                while end > start and not lines[end - 1].strip():  # before the blank lines closing the section
+                # Before the blank lines that close the section.
+                while end > start and not lines[end - 1].strip():
                     end -= 1
                 lines.insert(end, line)
                 end += 1

@@ -22,7 +22,7 @@ from airflow.sdk import Asset, BaseHook, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from feedstock.config import Config, load_config
-from feedstock.errors import ConfigError, ContractViolation, EmbeddingError, ReleaseConflict
+from feedstock.errors import CommitConflict, ConfigError, ContractViolation, EmbeddingError, ReleaseConflict
 from feedstock.lake import Lake, S3Settings
 
 DEFAULT_ARGS = {
@@ -39,7 +39,14 @@ def one_line_errors():
     """Fail the task, without retries, with the one-line message of a configuration or contract error."""
     try:
         yield
-    except (ConfigError, ContractViolation, FileNotFoundError, EmbeddingError, ReleaseConflict) as exc:
+    except (
+        CommitConflict,
+        ConfigError,
+        ContractViolation,
+        FileNotFoundError,
+        EmbeddingError,
+        ReleaseConflict,
+    ) as exc:
         log.error(str(exc))  # the reason first; Airflow's traceback of the failure follows
         raise AirflowFailException(str(exc)) from None
 
@@ -67,7 +74,7 @@ def pretrain_config() -> Config:
     if not chosen:
         return cfg
     with one_line_errors():
-        unknown = [name for name in chosen if name not in {s.name for s in cfg.sources}]
+        unknown = [name for name in chosen if name not in {s.name for s in (*cfg.sources, *cfg.broken)}]
         if unknown:
             raise ConfigError(f"param 'sources': unknown source '{unknown[0]}'")
     return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, sources=tuple(chosen)))
@@ -149,7 +156,7 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
     one-slot DuckDB pool.
     """
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import InvocationMode, LoadMode
+    from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 
     # Parsing the project is not news in every task's log; what dbt does when a task runs still is.
     logging.getLogger("cosmos").setLevel(logging.WARNING)
@@ -167,6 +174,9 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_LS,
+            # `dbt build` per model: a model and its tests (and unit tests) are one task, so a feed run pays for
+            # one dbt process per model instead of one per model and per test.
+            test_behavior=TestBehavior.BUILD,
             select=select,
             exclude=exclude or [],
             should_detach_multiple_parents_tests=True,  # a relationships test runs after both its models

@@ -25,7 +25,8 @@ def _lake() -> Lake:
 def cmd_catalog(args: argparse.Namespace) -> int:
     from feedstock.catalog import catalog, render_table
 
-    entries = catalog(_lake())
+    config = _config()
+    entries = catalog(Lake(config.lake), {s.name for s in (*config.sources, *config.broken)})  # bronze of sources no longer configured: detached
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
     else:

@@ -10,8 +10,8 @@ A commit made with a :class:`Txn` is idempotent and exclusive. It carries Delta 
 writer and run: a retried commit finds the one it already made and returns its version instead of writing
 again, and it is made against the table version the run planned from, so that Delta refuses it when another run
 of the same writer committed in between (:class:`~feedstock.errors.CommitConflict`, one line). A finished
-commit leaves a receipt in its staging folder, so a retry after the staged files are gone returns the same
-result; staging folders of dead runs are removed by age (:meth:`Lake.clean_staging`).
+commit replaces its staging folder with a receipt under ``<root>/_receipts``, so a retry after the staged files
+are gone returns the same result; the folders of dead runs are removed by age (:meth:`Lake.clean_staging`).
 
 This module is the one home of storage: URIs, filesystems, S3 settings, Parquet staging and Delta commits.
 """
@@ -43,7 +43,7 @@ STAGING = "_staging"
 # files keep a writer's memory bounded by the batch, not the table.
 TARGET_FILE_SIZE = 64 * 1024 * 1024
 WRITER = WriterProperties(max_row_group_size=65_536)
-RECEIPT = "receipt.json"  # in a run's staging folder: what its finished commit returned
+RECEIPTS = "_receipts"  # <root>/_receipts/<dag>/<run>/<source>.json: what a finished commit returned
 # A run's tasks finish within hours and its retries within minutes; staged files a week older than the newest
 # run's are a dead run's.
 STAGING_MAX_AGE = timedelta(days=7)
@@ -446,48 +446,56 @@ class Lake:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
+    def receipt_uri(self, stage: str) -> str:
+        """Where the receipt of a staging folder's commit is kept: ``_receipts/<the same path>.json``."""
+        prefix = self.staging()
+        if not stage.startswith(prefix + "/"):
+            raise ValueError(f"{stage} is not a staging folder of the lake {self.root}")
+        return join(self.root, RECEIPTS, *stage[len(prefix) + 1 :].strip("/").split("/")) + ".json"
+
     def read_receipt(self, stage: str) -> dict[str, Any] | None:
         """What the finished commit of a staging folder returned; None while it has not finished."""
-        uri = f"{stage}/{RECEIPT}"
+        uri = self.receipt_uri(stage)
         return self.read_json(uri) if self.exists(uri) else None
 
     def write_receipt(self, stage: str, receipt: dict[str, Any]) -> None:
-        """Record that a staging folder's commit finished (a retry returns ``receipt``), then drop its staged data."""
-        self.write_json(f"{stage}/{RECEIPT}", receipt)
-        fs, path = filesystem(stage, self.s3)
-        fs.invalidate_cache(path)
-        for entry in fs.ls(path, detail=False):
-            if posixpath.basename(entry.rstrip("/")) != RECEIPT:
-                fs.rm(entry, recursive=True)
+        """Record that a staging folder's commit finished (a retry returns ``receipt``), then drop the folder."""
+        self.write_json(self.receipt_uri(stage), receipt)
+        self.clear(stage)
 
     def clean_staging(
         self, dag: str, run_key: str, max_age: timedelta = STAGING_MAX_AGE, keep: Collection[str] = ()
     ) -> list[str]:
-        """Remove the staging folders of a DAG's other runs whose newest file is ``max_age`` older than this run's.
+        """Remove the staging folders and receipts of a DAG's other runs that are ``max_age`` older than this run's.
 
-        Only the storage's own modification times are compared (this run's files were just written), so neither
-        the wall clock nor a backfill's data interval can make a live run's folder look old. Runs in ``keep`` and
-        folders without files are left alone. Returns the run keys removed.
+        A folder's age is its newest file's (or, locally, folder's) modification time, compared with this run's
+        newest: two times of the same store, so neither the wall clock nor a backfill's data interval can make a
+        live run's folder look old. Runs in ``keep`` are left alone. Returns the run keys removed.
         """
-        fs, root = filesystem(self.staging(dag), self.s3)
-        mine = _newest_file(fs, posixpath.join(root, run_key))
+        fs, _ = filesystem(self.root, self.s3)
+        areas = [filesystem(join(self.root, area, dag), self.s3)[1] for area in (STAGING, RECEIPTS)]
+        mine = max((t for area in areas if (t := _newest(fs, posixpath.join(area, run_key)))), default=None)
         if mine is None:
             return []
-        removed = []
-        fs.invalidate_cache(root)
-        for entry in fs.ls(root, detail=True):
-            key = posixpath.basename(entry["name"].rstrip("/"))
-            if entry.get("type") != "directory" or key == run_key or key in keep:
+        removed = set()
+        for area in areas:
+            fs.invalidate_cache(area)
+            if not fs.exists(area):
                 continue
-            theirs = _newest_file(fs, entry["name"])
-            if theirs is not None and mine - theirs > max_age:
-                fs.rm(entry["name"], recursive=True)
-                removed.append(key)
+            for entry in fs.ls(area, detail=True):
+                key = posixpath.basename(entry["name"].rstrip("/"))
+                if entry.get("type") != "directory" or key == run_key or key in keep:
+                    continue
+                theirs = _newest(fs, entry["name"])
+                if theirs is not None and mine - theirs > max_age:
+                    fs.rm(entry["name"], recursive=True)
+                    removed.add(key)
         return sorted(removed)
 
 
-def _newest_file(fs: fsspec.AbstractFileSystem, path: str) -> datetime | None:
+def _newest(fs: fsspec.AbstractFileSystem, path: str) -> datetime | None:
+    """The newest modification time under a folder (object stores keep none for folders, only for files)."""
     if not fs.exists(path):
         return None
-    times = [modified_time(info) for info in fs.find(path, detail=True).values()]
-    return max((t for t in times if t is not None), default=None)
+    infos = [fs.info(path), *fs.find(path, detail=True, withdirs=True).values()]
+    return max((t for t in map(modified_time, infos) if t is not None), default=None)

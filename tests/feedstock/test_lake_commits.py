@@ -81,26 +81,35 @@ def test_a_receipt_replaces_the_staged_files(lake):
     assert lake.read_receipt(stage) is None
     lake.write_receipt(stage, {"ingested": 3, "version": 4})
     assert lake.read_receipt(stage) == {"ingested": 3, "version": 4}
-    assert sorted(os.listdir(stage)) == ["receipt.json"]
+    assert not os.path.exists(stage)  # the staged data is gone; the receipt lives beside the staging tree
+    assert os.path.exists(os.path.join(lake.root, "_receipts", "d", "run1", "s.json"))
 
 
 def test_clean_staging_removes_only_other_runs_much_older_than_this_one(lake):
-    def stage(run: str, days_old: float) -> str:
-        path = lake.staging("d", run, "s", "rows.json")
-        lake.write_json(path, {})
+    def stage(run: str, days_old: float) -> None:
+        lake.write_json(lake.staging("d", run, "s", "rows.json"), {})
+        age(lake.staging("d", run), days_old)
+
+    def age(folder: str, days_old: float) -> None:
         then = time.time() - days_old * 86400
-        os.utime(path, (then, then))
-        return path
+        for path in [os.path.join(d, n) for d, dirs, files in os.walk(folder) for n in dirs + files] + [
+            folder
+        ]:
+            os.utime(path, (then, then))
 
     stage("mine", 0)
     stage("dead", 8)
+    dead_receipt = lake.receipt_uri(lake.staging("d", "dead", "s"))
+    lake.write_json(dead_receipt, {})
+    age(os.path.dirname(dead_receipt), 8)
     stage("recent", 2)
     stage("kept", 30)
     os.makedirs(lake.staging("d", "empty"))
     lake.write_json(lake.staging("other_dag", "dead", "rows.json"), {})
-    os.utime(lake.staging("other_dag", "dead", "rows.json"), (0, 0))
+    age(lake.staging("other_dag"), 300)
 
     assert lake.clean_staging("d", "mine", keep={"kept"}) == ["dead"]
     assert sorted(os.listdir(lake.staging("d"))) == ["empty", "kept", "mine", "recent"]
+    assert not os.path.exists(os.path.dirname(dead_receipt))
     assert os.path.exists(lake.staging("other_dag", "dead"))
     assert lake.clean_staging("d", "no_such_run") == []  # without files of its own a run removes nothing

@@ -113,8 +113,22 @@ def test_catalog_cli_lists_the_tables(project, handbook):
     assert "bronze.documents.handbook" in table.splitlines()[1] or "bronze.documents.handbook" in table
 
 
-def test_bad_config_fails_in_the_first_task_with_one_line(project, tmp_path):
-    project.configure([{"name": "handbook", "kind": "documents", "uri": str(tmp_path / "nowhere")}])
+def test_a_broken_source_fails_only_its_own_tasks(project, tmp_path):
+    """An unreachable URI fails that source's plan; the other source still ingests and commits."""
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.md").write_text("# A\n\nSome text.\n")
+    project.configure(
+        [
+            {"name": "missing", "kind": "documents", "uri": str(tmp_path / "nowhere")},
+            {"name": "good", "kind": "documents", "uri": str(good)},
+            {"name": "typo", "kind": "documents", "uri": str(good), "batch_size": 2.5},
+        ]
+    )
     run = run_dag("ingest_documents", day=10)
+    states = task_states(run)
     assert run.state == "failed"
-    assert task_states(run)["plan[-1]"] == "failed"
+    assert states["plan[0]"] == states["plan[2]"] == "failed" and states["plan[1]"] == "success", states
+    assert states["commit[0]"] == "success", states  # the only source that planned: good
+    assert Lake(project.lake).read("bronze.documents.good").num_rows == 1
+    assert Lake(project.lake).table("bronze.documents.missing") is None

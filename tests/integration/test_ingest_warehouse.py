@@ -164,7 +164,7 @@ def test_contract_failures_past_the_ratio_fail_the_run(project, tmp_path, monkey
     )
     run = run_dag("ingest_warehouse", day=21)
     assert run.state == "failed"
-    assert task_states(run)["validate[0]"] == "failed"
+    assert task_states(run)["source.validate[0]"] == "failed"
     assert Lake(project.lake).table("bronze.warehouse.tickets") is None  # nothing half-published
 
     project.configure(

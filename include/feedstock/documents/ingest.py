@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from feedstock import contracts
 from feedstock.config import DocumentSource
-from feedstock.documents.parsers import ParseOptions, Quarantined, parse_document
+from feedstock.documents.parsers import BAD_LINE, ParseLimits, ParseOptions, ParseWorker, Quarantined
 from feedstock.lake import Commit, Lake, Txn, filesystem, modified_time
 
 PAGE = pa.struct([("page", pa.int32()), ("start", pa.int64()), ("end", pa.int64())])
@@ -233,75 +233,80 @@ def _same_file(previous: dict[str, Any], file: dict[str, Any]) -> bool:
 
 
 def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetime) -> dict[str, int]:
-    """Read, hash and parse one batch; stage new document versions and quarantine rows as Parquet."""
+    """Read, hash and parse one batch; stage new document versions and quarantine rows as Parquet.
+
+    Files are parsed in one :class:`~feedstock.documents.parsers.ParseWorker` process for the batch, within
+    limits derived from the source's ``max_file_mb``: a file that expands too far, nests too deep, needs too much
+    memory or runs out of time is quarantined (``too_large``, ``timeout``) and the batch goes on.
+
+    A JSON Lines file with bad lines counts once, as ``ingested`` (its document is kept from the good lines);
+    each bad line adds a quarantine row ``<doc_id>#L<line>`` with reason ``invalid_json``, which appears in the
+    commit's ``quarantine_reasons`` but not in its file counts.
+    """
     files = lake.read_json(batch.manifest)
-    options = ParseOptions(text_field=source.text_field, title_field=source.title_field)
+    options = ParseOptions(
+        text_field=source.text_field,
+        title_field=source.title_field,
+        limits=ParseLimits.for_max_file_mb(source.max_file_mb),
+    )
     max_bytes = int(source.max_file_mb * 1024 * 1024)
     documents, quarantined, counts = [], [], {"ingested": 0, "unchanged": 0, "quarantined": 0}
-    for file in files:
-        modified = datetime.fromisoformat(file["modified_at"]) if file["modified_at"] else None
-        base = {
-            "doc_id": file["doc_id"],
-            "uri": file["uri"],
-            "size_bytes": file["size"],
-            "modified_at": modified,
-        }
-        content_hash = None
-        try:
-            if file["size"] > max_bytes:
-                raise Quarantined(
-                    "too_large", f"{file['size']} bytes is over the {source.max_file_mb} MB limit"
-                )
-            fs, path = filesystem(file["uri"], lake.s3)
-            with fs.open(path, "rb") as handle:
-                data = handle.read()
-            content_hash = hashlib.sha256(data).hexdigest()
-            if content_hash == file["previous_hash"]:
-                counts["unchanged"] += 1  # touched, not changed: no parsing, no new version
-                continue
-            if content_hash == file["quarantined_hash"]:
-                counts["quarantined"] += 1  # the same bad bytes as last time: already in quarantine
-                continue
-            parsed, parser = parse_document(file["relative"], data, options)
-        except Quarantined as bad:
-            counts["quarantined"] += 1
-            quarantined.append(
-                {
-                    **base,
-                    "reason": bad.reason,
-                    "detail": bad.detail,
-                    "seen_at": as_of,
-                    "content_hash": content_hash,
-                }
-            )
-            continue
-        except (OSError, MemoryError) as exc:
-            counts["quarantined"] += 1
-            quarantined.append(
-                {
-                    **base,
-                    "reason": "unreadable",
-                    "detail": f"{type(exc).__name__}: {exc}"[:300],
-                    "seen_at": as_of,
-                    "content_hash": content_hash,
-                }
-            )
-            continue
-        counts["ingested"] += 1
-        documents.append(
-            {
-                **base,
-                "source": source.name,
-                "title": parsed.title,
-                "text": parsed.text,
-                "mime_type": parser.mime_type,
-                "content_hash": content_hash,
-                "ingested_at": as_of,
-                "is_deleted": False,
-                "doc_version": file["previous_version"] + 1,
-                "pages": parsed.pages or None,
+
+    def held(base: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+        return {**base, "reason": reason, "detail": detail, "seen_at": as_of}
+
+    with ParseWorker() as worker:
+        for file in files:
+            modified = datetime.fromisoformat(file["modified_at"]) if file["modified_at"] else None
+            base = {
+                "doc_id": file["doc_id"],
+                "uri": file["uri"],
+                "size_bytes": file["size"],
+                "modified_at": modified,
+                "content_hash": None,
             }
-        )
+            try:
+                if file["size"] > max_bytes:
+                    raise Quarantined(
+                        "too_large", f"{file['size']} bytes is over the {source.max_file_mb} MB limit"
+                    )
+                fs, path = filesystem(file["uri"], lake.s3)
+                with fs.open(path, "rb") as handle:
+                    data = handle.read()
+                base["content_hash"] = hashlib.sha256(data).hexdigest()
+                if base["content_hash"] == file["previous_hash"]:
+                    counts["unchanged"] += 1  # touched, not changed: no parsing, no new version
+                    continue
+                if base["content_hash"] == file["quarantined_hash"]:
+                    counts["quarantined"] += 1  # the same bad bytes as last time: already in quarantine
+                    continue
+                parsed, parser = worker.parse(file["relative"], data, options)
+            except Quarantined as bad:
+                counts["quarantined"] += 1
+                quarantined.append(held(base, bad.reason, bad.detail))
+                continue
+            except (OSError, MemoryError) as exc:
+                counts["quarantined"] += 1
+                quarantined.append(held(base, "unreadable", f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            counts["ingested"] += 1
+            documents.append(
+                {
+                    **base,
+                    "source": source.name,
+                    "title": parsed.title,
+                    "text": parsed.text,
+                    "mime_type": parser.mime_type,
+                    "ingested_at": as_of,
+                    "is_deleted": False,
+                    "doc_version": file["previous_version"] + 1,
+                    "pages": parsed.pages or None,
+                }
+            )
+            quarantined.extend(
+                held({**base, "doc_id": f"{file['doc_id']}#L{line}"}, BAD_LINE, f"line {line}: {why}")
+                for line, why in parsed.bad_lines
+            )
     stage = staging_dir(lake, batch.run_key, source.name)
     name = f"batch-{batch.index:05d}"
     lake.write_parquet(f"{stage}/parsed/{name}.parquet", pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))

@@ -311,7 +311,8 @@ def _check_expansion(data: bytes, limits: ParseLimits) -> None:
     CRC check), so python-docx never inflates more than this checked.
     """
     try:
-        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError):
         return  # not a zip: the parser itself reports it as corrupt
     expanded = sum(m.file_size for m in members)
@@ -397,7 +398,7 @@ def _json_document(raw: str) -> list[Any]:
 def _json_lines(raw: str) -> tuple[list[Any], list[tuple[int, str]]]:
     """The records of JSON Lines, and the (line number, error) of each line that does not parse.
 
-    Lines end at ``\n`` only: ``str.splitlines`` would also split at U+2028 and other separators that JSON
+    Lines end at a newline only: ``str.splitlines`` would also split at U+2028 and other separators that JSON
     strings may hold as they are.
     """
     records, bad = [], []
@@ -406,7 +407,7 @@ def _json_lines(raw: str) -> tuple[list[Any], list[tuple[int, str]]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                bad.append((number, f"{exc.msg} at column {exc.colno}"))
+                bad.append((number, f"{exc.msg} (column {exc.colno})"))
     return records, bad
 
 
@@ -484,6 +485,11 @@ class ParseWorker:
             outcome, *detail = channel.recv()
         except (EOFError, OSError):
             raise self._crashed() from None
+        if outcome == "exhausted":
+            self.close()  # the child exits after it
+            raise Quarantined(
+                "too_large", f"parsing it needs more than the {limits.memory_mb} MB memory limit"
+            )
         if outcome == "failed":
             error = RuntimeError(f"parsing {path} failed in the parse worker: {detail[0]}")
             error.add_note(detail[1])  # the child's traceback
@@ -524,10 +530,11 @@ class ParseWorker:
         return self._channel
 
     def _crashed(self) -> Quarantined:
-        code = self._child.wait()
-        self._child = None
-        self._channel.close()
-        self._channel = None
+        try:
+            code = self._child.wait(timeout=5)  # its end of the channel closed: it has exited, or is exiting
+        except subprocess.TimeoutExpired:
+            code = 0
+        self.close(kill=True)
         if code == -signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
             return Quarantined("too_large", "the parse worker was killed while parsing it (out of memory?)")
         name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
@@ -539,7 +546,10 @@ def _serve(fd: int, memory_mb: int) -> None:
     import resource
     import traceback
 
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
+    except (ValueError, OSError):  # a platform without an address-space limit: time is still bounded
+        pass
     channel = Connection(fd)
     while True:
         try:
@@ -548,16 +558,32 @@ def _serve(fd: int, memory_mb: int) -> None:
             return
         try:
             reply: tuple = ("parsed", parse_document(path, data, options)[0])
-        except Quarantined as bad:
-            reply = ("quarantined", bad.reason, bad.detail)
         except MemoryError:
-            reply = (
-                "quarantined",
-                "too_large",
-                f"parsing it needs more than the {memory_mb} MB memory limit",
-            )
+            reply = ("exhausted",)
         except RecursionError:
             reply = ("quarantined", "too_large", "it nests too deep to parse")
+        except Quarantined as bad:
+            reply = ("quarantined", bad.reason, bad.detail)
         except Exception as exc:  # a parser bug: the batch fails with it, as it would in process
             reply = ("failed", f"{type(exc).__name__}: {exc}"[:300], traceback.format_exc())
+        if reply[0] != "parsed" and _peak_mb() >= 0.9 * memory_mb:
+            # libxml2 and other C code report a failed allocation as an error of their own ("XMLSyntaxError:
+            # unknown error"); an address space that reached the limit says what it was.
+            reply = ("exhausted",)
         channel.send(reply)
+        if reply[0] == "exhausted":
+            return  # the next file gets a fresh process: its heap and peak start over
+
+
+def _peak_mb() -> float:
+    """This process's peak address space (what ``RLIMIT_AS`` bounds) in MB; the peak resident size elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -62,9 +62,6 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self, spec: Embedding):
         super().__init__(spec)
-        # Offline, and no progress bars: a task's stderr is logged at ERROR level.
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
-            os.environ.setdefault(name, "1")
         from sentence_transformers import SentenceTransformer
 
         from feedstock.rag.chunking import model_path

@@ -144,7 +144,9 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
     lake.clear(stage)
     pointer = read_pointer(lake)
     same_model = pointer is not None and pointer["model_version"] == model_version(spec)
-    index = lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash", "source"]) if same_model else None
+    index = (
+        lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash", "source"]) if same_model else None
+    )
     con = duckdb.connect()
     if isinstance(documents, str):
         con.execute(f"attach '{documents}' as mart (read_only)")
@@ -386,8 +388,10 @@ def _roll_back_interrupted(
 ) -> None:
     """When ``rag.index`` holds commits past the released version, restore it and fail with one line."""
     released = pointer["index_version"]
+    if (lake.version(INDEX_TABLE) or 0) <= released:
+        return
     later = [c for c in lake.history(INDEX_TABLE) if c["version"] > released and "produced_by" in c]
-    if not later:
+    if not later:  # only maintenance commits (no feedstock metadata) since the release
         return
     runs = sorted({str(c["produced_by"].get("run_id")) for c in later})
     message = (
