@@ -442,9 +442,19 @@ class Lake:
             return json.load(handle)
 
     def clear(self, uri: str) -> None:
+        """Delete a file or folder; locally, also the staging folders it leaves empty (object stores have none)."""
         fs, path = filesystem(uri, self.s3)
         if fs.exists(path):
             fs.rm(path, recursive=True)
+        if "://" not in self.root:
+            staging = os.path.realpath(self.staging())
+            parent = os.path.dirname(os.path.realpath(path))
+            while (parent == staging or parent.startswith(staging + os.sep)) and os.path.isdir(parent):
+                try:
+                    os.rmdir(parent)  # only when empty: another run's files are never touched
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
 
     def receipt_uri(self, stage: str) -> str:
         """Where the receipt of a staging folder's commit is kept: ``_receipts/<the same path>.json``."""

@@ -113,7 +113,13 @@ DAGS = ("ingest_documents", "ingest_warehouse", "rag_feed", "pretrain_feed")
 def test_sources_are_configuration(user_project):
     lake = Lake(user_project.lake)
 
-    # 1. Three new sources next to the sample ones: every DAG succeeds, search finds every source.
+    # 0. First boot: a feed that runs before ingestion committed anything waits for it (nothing released).
+    early = run_dag("rag_feed", day=9)
+    assert early.state == "success" and states_of(early)["plan[-1]"] == "skipped", states_of(early)
+    assert index.read_pointer(lake) is None and lake.table(index.INDEX_TABLE) is None
+
+    # 1. Three new sources next to the sample ones: every DAG succeeds, search finds every source, and the
+    # release's inputs are exactly the bronze versions the run read.
     runs = run_all(10)
     for dag_id, run in runs.items():
         assert run.state == "success", (dag_id, states_of(run))
