@@ -1,0 +1,96 @@
+"""Stage 5 of the pretraining feed: mix, tokenize and write one output shard (mapped per output shard).
+
+:func:`write_shard` takes the shard's documents that survived the global dedup, applies the mix (per-source
+weights, deterministic shuffle by seed), tokenizes them and writes, into the run's staging folder, the
+``.bin``/``.idx`` token files plus a Parquet text shard (``doc_id, source, text, n_tokens``). The release moves
+them into place. It returns the shard's counts (docs, tokens per source) and its tokenizer's identity.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from feedstock.config import Config
+from feedstock.lake import Lake, filesystem
+from feedstock.pretrain.global_dedup import _docs_files, _dropped, _read_docs
+from feedstock.pretrain.workspace import run_dir
+
+
+def write_shard(
+    config: Config, lake: Lake, run_key: str, results: list[dict[str, Any]], shard: int
+) -> dict[str, Any]:
+    """Output shard ``shard``: its documents (weighted by source, shuffled by seed), tokenized, into the run's
+    staging folder (the release moves it into place)."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from feedstock.pretrain.tokenize import TokenShardWriter, load_tokenizer
+
+    p = config.pretrain
+    tokenizer = load_tokenizer(p.tokenizer)
+    files = _docs_files(lake, results)
+    dropped = pa.concat_tables([_dropped(lake, run_key, "exact"), _dropped(lake, run_key, "fuzzy")])
+    weights = pa.table(
+        {"source": list(p.weights), "weight": pa.array([float(w) for w in p.weights.values()], pa.float64())}
+    )
+    docs = _read_docs(lake, files, ["doc_id", "source", "text"], ds.field("out_shard") == shard)
+    con = duckdb.connect()
+    con.register("docs", docs)
+    con.register("dropped", dropped)
+    con.register("weights", weights)
+    # A weight w gives floor(w) copies, plus one more for a hash-chosen share frac(w) of the documents.
+    reader = con.sql(
+        f"""
+        with weighted as (
+            select d.doc_id, d.source, d.text, coalesce(w.weight, 1.0) as weight
+            from docs d left join weights w using (source)
+            where d.doc_id not in (select doc_id from dropped)
+        ), copies as (
+            select doc_id, source, text,
+                   cast(floor(weight) as integer)
+                   + case when (hash(doc_id || ':{p.seed}') % 1000000) / 1000000.0 < weight - floor(weight)
+                          then 1 else 0 end as n
+            from weighted
+        )
+        select doc_id, source, text from copies, range(n) as c(copy)
+        order by hash(doc_id || ':' || copy || ':{p.seed}'), doc_id, copy
+        """
+    ).fetch_arrow_reader(batch_size=p.batch_size)
+    out = posixpath.join(run_dir(lake, run_key), "out")
+    name = f"shard-{shard:05d}"
+    fs, base = filesystem(out, lake.s3)
+    fs.makedirs(base, exist_ok=True)
+    text_schema = pa.schema(
+        [("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_tokens", pa.int32())]
+    )
+    tokens_by_source: Counter = Counter()
+    docs_written = 0
+    with (
+        fs.open(posixpath.join(base, f"{name}.bin"), "wb") as bin_handle,
+        lake.parquet_writer(posixpath.join(out, f"{name}.parquet"), text_schema) as texts,
+    ):
+        tokens = TokenShardWriter(bin_handle, tokenizer.dtype, tokenizer.eos_id)
+        for batch in reader:
+            counts = tokens.write(tokenizer.encode_batch(batch.column("text").to_pylist()))
+            texts.write_table(
+                pa.Table.from_batches([batch]).append_column("n_tokens", pa.array(counts, pa.int32()))
+            )
+            for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
+                tokens_by_source[source] += n
+            docs_written += batch.num_rows
+    with fs.open(posixpath.join(base, f"{name}.idx"), "wb") as handle:
+        handle.write(tokens.index_bytes())
+    return {
+        "shard": shard,
+        "name": name,
+        "docs": docs_written,
+        "tokens": int(sum(tokens_by_source.values())),
+        "tokens_by_source": dict(tokens_by_source),
+        "dtype": tokenizer.dtype.str,
+        "tokenizer": tokenizer.name,
+        "eos_id": tokenizer.eos_id,
+    }

@@ -1,0 +1,116 @@
+"""Boilerplate detection for the pretraining feed: the lines repeated across many documents of a source.
+
+:func:`scan_shard` (mapped, one task per shard) counts, per source, in how many documents of the shard each line
+occurs, and writes the counts per batch (``source, line, docs``) into a scan folder with a completion marker, so
+memory stays bounded and a finished shard is skipped on rerun. :func:`boilerplate` sums the counts over all
+shards and writes the lines that occur in at least ``boilerplate_min_docs`` documents of a source to the run's
+``boilerplate.parquet``, which :mod:`feedstock.pretrain.process` removes from every document.
+
+An unreadable shard scans to no lines: the process stage quarantines it with its reason.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from feedstock.config import Config
+from feedstock.lake import Lake
+from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
+from feedstock.pretrain.steps import Document
+from feedstock.pretrain.workspace import run_dir
+
+LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
+
+
+def _boilerplate_options(config: Config) -> tuple[int, int]:
+    from feedstock.pretrain.normalize import BOILERPLATE_MIN_CHARS, BOILERPLATE_MIN_DOCS
+
+    options = config.pretrain.normalize
+    min_docs = options.get("boilerplate_min_docs", BOILERPLATE_MIN_DOCS)
+    return int(min_docs or 0), int(options.get("boilerplate_min_chars", BOILERPLATE_MIN_CHARS))
+
+
+def scan_dir(lake: Lake, config: Config, shard: Shard) -> str:
+    return lake.staging(
+        "pretrain", "scan", f"{shard.shard_id}-{shard.version}-{_boilerplate_options(config)[1]}"
+    )
+
+
+def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[str, Any]:
+    """Count, per source, in how many documents of this shard each line occurs (for boilerplate removal).
+
+    Counts are written per batch and summed across shards by :func:`boilerplate`, so memory stays bounded.
+    """
+    from feedstock.pretrain.normalize import line_key
+
+    shard = Shard.from_dict(shard_dict)
+    min_docs, min_chars = _boilerplate_options(config)
+    work = scan_dir(lake, config, shard)
+    marker = posixpath.join(work, "_SUCCESS.json")
+    if not min_docs:
+        return {"shard_id": shard.shard_id, "lines": None}
+    if lake.exists(marker):
+        return lake.read_json(marker)
+    lake.clear(work)
+    result: dict[str, Any] = {"shard_id": shard.shard_id, "lines": posixpath.join(work, "lines.parquet")}
+    try:
+        with lake.parquet_writer(result["lines"], LINES_SCHEMA) as out:
+            for batch in read_batches(shard, lake, config.pretrain.batch_size):
+                keys: Counter = Counter()
+                for doc in batch:
+                    if isinstance(doc, Document):
+                        lines = {line_key(x) for x in doc.text.split("\n") if len(x.strip()) >= min_chars}
+                        keys.update((doc.source, k) for k in lines)
+                if keys:
+                    out.write_table(
+                        pa.table(
+                            {
+                                "source": [s for s, _ in keys],
+                                "line": np.array([k for _, k in keys], dtype=np.uint64).view(np.int64),
+                                "docs": list(keys.values()),
+                            },
+                            schema=LINES_SCHEMA,
+                        )
+                    )
+    except ShardUnreadable:
+        lake.clear(work)
+        result["lines"] = None  # the process stage quarantines the shard with its reason
+    lake.write_json(marker, result)
+    return result
+
+
+def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, Any]]) -> dict[str, int]:
+    """The lines that occur in at least ``boilerplate_min_docs`` documents of a source, over all its shards."""
+    import duckdb
+
+    min_docs, _ = _boilerplate_options(config)
+    files = [s["lines"] for s in scans if s.get("lines") and lake.exists(s["lines"])]
+    if not min_docs or not files:
+        found = LINES_SCHEMA.empty_table().select(["source", "line"])
+    else:
+        con = duckdb.connect()
+        # Streamed into DuckDB's aggregate (which can spill), not materialized: the counts grow with the corpus.
+        con.register("lines", lake.parquet_dataset(files, LINES_SCHEMA).scanner().to_reader())
+        found = con.sql(
+            f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
+        ).to_arrow_table()
+    lake.write_parquet(posixpath.join(run_dir(lake, run_key), "boilerplate.parquet"), found)
+    counts = Counter(found["source"].to_pylist())
+    return dict(counts)
+
+
+def _boilerplate_for(lake: Lake, run_key: str) -> dict[str, set[int]]:
+    uri = posixpath.join(run_dir(lake, run_key), "boilerplate.parquet")
+    if not lake.exists(uri):
+        return {}
+    table = lake.read_parquet(uri)
+    keys: dict[str, set[int]] = {}
+    lines = table["line"].to_numpy().view(np.uint64)
+    for source, key in zip(table["source"].to_pylist(), lines.tolist(), strict=True):
+        keys.setdefault(source, set()).add(key)
+    return keys
