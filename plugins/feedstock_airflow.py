@@ -16,14 +16,18 @@ import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseHook, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from feedstock.config import Config, load_config
 from feedstock.errors import CommitConflict, ConfigError, ContractViolation, EmbeddingError, ReleaseConflict
-from feedstock.lake import Lake, S3Settings
+
+if (
+    TYPE_CHECKING
+):  # the lake pulls in pyarrow, pandas and delta-rs: not at DAG parse time, which every task pays
+    from feedstock.lake import Lake, S3Settings
 
 DEFAULT_ARGS = {
     "retries": 2,
@@ -82,6 +86,8 @@ def pretrain_config() -> Config:
 
 def s3_settings(conn_id: str | None) -> S3Settings:
     """S3 endpoint and keys from an Airflow connection (login/password, extra endpoint_url/region_name)."""
+    from feedstock.lake import S3Settings
+
     if not conn_id:
         return S3Settings.from_env()
     conn = BaseHook.get_connection(conn_id)
@@ -96,6 +102,8 @@ def s3_settings(conn_id: str | None) -> S3Settings:
 
 
 def lake(cfg: Config) -> Lake:
+    from feedstock.lake import Lake
+
     return Lake(cfg.lake, s3_settings(cfg.lake_aws_conn_id))
 
 
@@ -160,6 +168,7 @@ def dbt_transform(select: list[str], exclude: list[str] | None = None):
 
     # Parsing the project is not news in every task's log; what dbt does when a task runs still is.
     logging.getLogger("cosmos").setLevel(logging.WARNING)
+    logging.getLogger("cosmos.airflow.graph").setLevel(logging.ERROR)  # unit tests: run by each model's build
     logging.getLogger("cosmos.operators").setLevel(logging.INFO)
     logging.getLogger("cosmos.hooks").setLevel(logging.INFO)
 

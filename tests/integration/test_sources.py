@@ -7,7 +7,10 @@ renames one source, removes another and breaks a third, and runs again.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -182,3 +185,9 @@ def test_sources_are_configuration(user_project):
     detached = {e.name for e in catalog(lake, configured) if e.detached}
     assert {"bronze.documents.s3docs", "bronze.documents.itdocs"} <= detached
     assert "bronze.documents.kb" not in detached and "bronze.warehouse.crm" not in detached
+
+    # The Assets page holds the lake's tables and the feeds' releases, not one asset per run per dbt model.
+    db = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    uris = [uri for (uri,) in db.execute("select uri from asset")]
+    db.close()
+    assert uris and not [uri for uri in uris if "duckdb" in uri or "/dbt/" in uri], uris
