@@ -6,7 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_ingest, bench_pretrain, bench_pretrain_feed, bench_quiet, bench_rag, bench_warehouse
+from benchmarks import (
+    bench_celery,
+    bench_ingest,
+    bench_pretrain,
+    bench_pretrain_feed,
+    bench_quiet,
+    bench_rag,
+    bench_warehouse,
+)
 
 SUITES = {
     "ingest": bench_ingest.run,
@@ -15,6 +23,7 @@ SUITES = {
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
     "quiet": bench_quiet.run,
+    "celery": bench_celery.run,
 }
 
 

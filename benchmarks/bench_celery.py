@@ -63,7 +63,7 @@ def _run(workers: int, corpus: Path, folder: Path) -> dict:
     from tests.celery_cluster import celery_cluster, sample_project
 
     project_env = sample_project(folder / "project", corpus=corpus)
-    with celery_cluster(folder / "cluster", project_env, workers=workers, redis_db=12) as cluster:
+    with celery_cluster(folder / "cluster", project_env, workers=workers) as cluster:
         for dag_id in ("ingest_documents", "ingest_warehouse"):
             cluster.wait_for_run(dag_id, cluster.trigger(dag_id, DAY))
         control = {n: cluster.processes[n].popen.pid for n in CONTROL_PLANE}

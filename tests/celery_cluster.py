@@ -3,7 +3,7 @@
 :func:`celery_cluster` starts what ``docker-compose.yaml`` runs, as local processes: ``airflow api-server``,
 ``scheduler``, ``dag-processor`` and N ``airflow celery worker`` processes (``--concurrency 1`` each, distinct
 ``--celery-hostname``), on a PostgreSQL metadata DB of its own (created, then dropped) and a Redis broker db of
-its own (flushed before and after), in a private AIRFLOW_HOME, with the repo's ``dags/`` and ``plugins/``. It
+its own (claimed among 8-15, emptied, flushed on exit), in a private AIRFLOW_HOME, with the repo's ``dags/`` and ``plugins/``. It
 waits until the api-server, the scheduler, the dag-processor and every worker answer and the DAGs are parsed,
 and on exit stops every process group (SIGTERM, then SIGKILL), printing the tail of each process's log when
 the block failed.
@@ -62,6 +62,12 @@ SETTINGS = {
     # (default 300) the scheduler fails that try and queues the retry, checking every 5 s (default 10).
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # rag_feed and pretrain_feed run `dbt ls` (cosmos) when parsed: 10-35 s on a busy 2-core machine, past the
+    # default 30 s import timeout (the DAGs then vanish with an import error). Parsing every 5 min instead of
+    # every 30 s also keeps the dag-processor from taking a core away from the workers.
+    "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+    "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
     "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
     "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
 }
@@ -278,17 +284,10 @@ class Cluster:
         worker's group would leave that task running, unsupervised.
         """
         process = self.processes.pop(name)
-        self.processes[f"killed:{name}"] = process
+        process.name = f"killed:{name}"
+        self.processes[process.name] = process
         _kill_tree(process.popen.pid, signal.SIGKILL)
         process.popen.wait(timeout=30)
-
-    def worker_log_mentions(self, text: str) -> list[str]:
-        """The workers (alive or killed) whose log contains ``text``."""
-        return sorted(
-            name.removeprefix("killed:")
-            for name, p in self.processes.items()
-            if "worker" in name and text in p.tail(chars=10**9)
-        )
 
 
 def _descendant_groups(pid: int) -> set[int]:
@@ -324,6 +323,8 @@ def _wait(what: str, check, timeout: float, cluster: Cluster) -> Any:
             value = check()
             if value:
                 return value
+        except AssertionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - not up yet: ask again
             last = exc
         time.sleep(1)
@@ -346,6 +347,27 @@ def _drop_database(name: str) -> None:
     admin.autocommit = True
     admin.cursor().execute(f"drop database if exists {name} with (force)")
     admin.close()
+
+
+CLAIM = "feedstock:celery_cluster:owner"  # the key that marks a Redis db as one running deployment's
+
+
+def _claim_redis_db(owner: str, first: int = 8, last: int = 15) -> int:
+    """A Redis db number no other deployment holds (a CI run and a developer's run may share the server),
+    claimed by a key and emptied of everything else. A claim left by a killed run expires after 4 hours."""
+    import redis
+
+    for db in range(first, last + 1):
+        client = redis.Redis(host=REDIS[0], port=REDIS[1], db=db)
+        try:
+            if client.set(CLAIM, owner, nx=True, ex=4 * 3600):
+                for key in client.scan_iter():
+                    if key != CLAIM.encode():
+                        client.delete(key)
+                return db
+        finally:
+            client.close()
+    raise RuntimeError(f"Redis dbs {first}-{last} are all claimed by other deployments ({CLAIM})")
 
 
 def _flush_redis(db: int) -> None:
@@ -374,14 +396,13 @@ def celery_cluster(
     project_env: dict[str, str],
     *,
     workers: int = 2,
-    redis_db: int = 11,
     dag_ids: tuple[str, ...] = FEED_DAGS,
     schedules: bool = False,
     startup_timeout: float = 600,
 ) -> Iterator[Cluster]:
     """Start the deployment under ``folder`` (AIRFLOW_HOME and logs) and yield it; stop and remove it on exit.
 
-    ``redis_db`` is the broker's Redis db number, used by this deployment only (flushed before and after).
+    The broker is a Redis db number of the deployment's own (claimed, emptied, and flushed on exit).
     Without ``schedules`` (the default) the scheduler creates no run by itself, neither from a DAG's timetable
     nor from asset events (``[scheduler] use_job_schedule = False``): a test runs exactly what it triggers.
     Unpaused, a DAG's cron timetable would otherwise start a run for its latest past cron time at once.
@@ -390,6 +411,7 @@ def celery_cluster(
     home, logs = folder / "airflow", folder / "logs"
     logs.mkdir(exist_ok=True)
     database = f"feedstock_celery_{uuid.uuid4().hex[:8]}"
+    redis_db = _claim_redis_db(database)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     broker_url = f"redis://{REDIS[0]}:{REDIS[1]}/{redis_db}"
@@ -407,10 +429,9 @@ def celery_cluster(
     if not schedules:
         env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
     cluster = Cluster(env=env, api_url=api_url, broker_url=broker_url, home=home)
-    _flush_redis(redis_db)
-    _create_database(database)
     failed = True
     try:
+        _create_database(database)
         cluster.airflow("db", "migrate", timeout=600)
         worker_names = [f"worker{i + 1}" for i in range(workers)]
         commands = {
