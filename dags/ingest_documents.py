@@ -27,8 +27,7 @@ DOCUMENTS = AssetAlias("bronze.documents")
 
 
 def _succeeded(plans) -> list[dict]:
-    # By position: a failed source's plan has no value, and iterating past the end logs a missing XCom.
-    return [plans[i] for i in range(len(plans)) if plans[i]]
+    return [plan for plan in fa.values(plans) if plan]  # a failed source's plan has no value
 
 
 @dag(

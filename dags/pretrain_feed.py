@@ -75,7 +75,7 @@ def pretrain_feed():
     @task(trigger_rule=AFTER)
     def boilerplate(scans) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.boilerplate(cfg, lake, run, list(scans or []))
+        return feed.boilerplate(cfg, lake, run, fa.values(scans))
 
     @task(map_index_template=SHARD, trigger_rule=AFTER)
     def process(shard: dict) -> dict:
@@ -89,22 +89,22 @@ def pretrain_feed():
     @task(trigger_rule=AFTER)
     def exact_dedup(results, partition: int) -> int:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.exact_dedup(cfg, lake, run, list(results or []), partition)
+        return feed.exact_dedup(cfg, lake, run, fa.values(results), partition)
 
     @task(trigger_rule=AFTER)
     def lsh(results, group: int) -> int:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.lsh(cfg, lake, run, list(results or []), group)
+        return feed.lsh(cfg, lake, run, fa.values(results), group)
 
     @task(trigger_rule=AFTER)
     def clusters(results) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.clusters(cfg, lake, run, list(results or []))
+        return feed.clusters(cfg, lake, run, fa.values(results))
 
     @task
     def write_shard(results, shard: int) -> dict:
         feed, cfg, lake, run = fa.pretrain_run()
-        return feed.write_shard(cfg, lake, run, list(results or []), shard)
+        return feed.write_shard(cfg, lake, run, fa.values(results), shard)
 
     @task(pool=fa.RELEASE_POOL, outlets=[Asset(name="pretrain.release", uri="feedstock://pretrain/release")])
     def release(prepared: dict, results, dedup_stats: dict, shards) -> dict:
@@ -112,7 +112,7 @@ def pretrain_feed():
         by = fa.produced_by(get_current_context())
         with fa.one_line_errors():
             stats = feed.release(
-                cfg, lake, run, prepared, list(results or []), dedup_stats, list(shards or []), by
+                cfg, lake, run, prepared, fa.values(results), dedup_stats, fa.values(shards), by
             )
         feed.finish(lake, prepared, get_current_context()["run_id"])
         fa.log.info("pretrain release: %s", stats)

@@ -210,6 +210,12 @@ def cleanup_run_file(prepared: dict | None = None, **context) -> None:
             os.remove(path + suffix)
 
 
+def values(mapped) -> list:
+    """A mapped task's results, read by position: iterating the lazy sequence reads one past its end, which
+    Airflow logs as an ERROR ("XCom not found") in a task that succeeded."""
+    return [] if mapped is None else [mapped[i] for i in range(len(mapped))]
+
+
 def dbt_executable() -> str:
     return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 
