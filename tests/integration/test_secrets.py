@@ -8,6 +8,7 @@ compressed column cannot hide a value).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -39,7 +40,10 @@ def _lake_text(fs, root: str) -> str:
     return "\n".join(out)
 
 
-def test_no_secret_is_logged_or_stored(project, tmp_path, monkeypatch, s3, postgres_db, s3_server, capfd):
+def test_no_secret_is_logged_or_stored(
+    project, tmp_path, monkeypatch, s3, postgres_db, s3_server, capfd, caplog
+):
+    caplog.set_level(logging.DEBUG)  # in a full session the task logs reach pytest's log capture, not stdout
     fs, bucket = s3
     secrets = {
         "aws_secret": f"awsSECRET{uuid.uuid4().hex}",
@@ -75,7 +79,7 @@ def test_no_secret_is_logged_or_stored(project, tmp_path, monkeypatch, s3, postg
 
     logs = capfd.readouterr()
     places = {
-        "task logs": logs.out + logs.err,
+        "task logs": logs.out + logs.err + caplog.text,
         "metadata DB": Path(os.environ["AIRFLOW_HOME"], "airflow.db").read_bytes().decode("latin-1"),
         "lake": _lake_text(fs, f"{bucket}/lake"),
     }
