@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import pretrain_corpus
+from benchmarks.airflow_home import dags_test_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).resolve().parent / ".cache" / "pretrain"
@@ -135,20 +136,13 @@ def bench_end_to_end() -> dict:
         crawl = next(s for s in raw["sources"] if s["name"] == "crawl")
         crawl.update(uri=str(corpus), include=["*.jsonl"])
         (home / "feedstock.yaml").write_text(yaml.safe_dump(raw))
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "FEEDSTOCK_CONFIG": str(home / "feedstock.yaml"),
-            "FEEDSTOCK_DBT_DIR": str(home / "dbt"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            # The sample warehouse that `make setup` builds, unless the environment names another.
-            "AIRFLOW_CONN_WAREHOUSE_DEFAULT": os.environ.get(
+        # The sample warehouse that `make setup` builds, unless the environment names another.
+        env = dags_test_env(
+            home,
+            os.environ.get(
                 "AIRFLOW_CONN_WAREHOUSE_DEFAULT", f"sqlite:///{ROOT / 'data' / 'warehouse.sqlite'}"
             ),
-        }
+        )
         airflow = [sys.executable, "-m", "airflow"]
         subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
         for dag_id in ("ingest_documents", "ingest_warehouse"):

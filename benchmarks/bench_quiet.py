@@ -12,7 +12,6 @@ Targets (issue 8): a no-change run under 15 s and under 10% of the one-document-
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,22 +23,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.airflow_home import dags_test_env
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "include" / "sample_data"
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "FEEDSTOCK_CONFIG": str(home / "feedstock.yaml"),
-        "FEEDSTOCK_DBT_DIR": str(home / "dbt"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "AIRFLOW_CONN_WAREHOUSE_DEFAULT": f"sqlite:///{home / 'warehouse.sqlite'}",
-    }
 
 
 def _dags_test(env: dict[str, str], dag_id: str, day: str) -> tuple[float, float]:
@@ -81,7 +68,7 @@ def run() -> dict:
         raw["lake"] = str(home / "lake")
         next(s for s in raw["sources"] if s["name"] == "handbook")["uri"] = str(home / "handbook")
         (home / "feedstock.yaml").write_text(yaml.safe_dump(raw))
-        env = _env(home)
+        env = dags_test_env(home, f"sqlite:///{home / 'warehouse.sqlite'}")
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
         )
