@@ -85,11 +85,6 @@ def running_process_task(cluster: Cluster, run_id: str, timeout: float = 600) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("FEEDSTOCK_TEST_CELERY"),
-    reason="a whole Celery deployment (api-server, scheduler, dag-processor, 2 workers): "
-    "FEEDSTOCK_TEST_CELERY=1 pytest tests/integration/test_celery.py",
-)
 def test_feeds_on_celery_survive_a_lost_worker(tmp_path):
     started = time.monotonic()
     reference, reference_log, reference_lake = start_reference(tmp_path / "reference")
