@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_celery,
+    bench_formats,
     bench_ingest,
     bench_pretrain,
     bench_pretrain_feed,
@@ -22,6 +23,7 @@ SUITES = {
     "rag": bench_rag.run,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
+    "formats": bench_formats.run,
     "quiet": bench_quiet.run,
     "celery": bench_celery.run,
 }

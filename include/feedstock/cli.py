@@ -57,7 +57,8 @@ def cmd_pretrain_decode(args: argparse.Namespace) -> int:
     from feedstock.pretrain.feed import decode
 
     release = args.release if args.release == "latest" else int(args.release)
-    print(decode(_lake(), release, args.shard, args.doc))
+    shard = args.shard if args.shard in ("train", "val") else int(args.shard)
+    print(decode(_lake(), release, shard, args.doc, args.format))
     return 0
 
 
@@ -81,8 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
     decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")
     decode.add_argument("release", help="a release number, or latest")
-    decode.add_argument("shard", type=int, help="the output shard number (shard-NNNNN)")
-    decode.add_argument("--doc", type=int, help="only this document (0-based) of the shard")
+    decode.add_argument(
+        "shard", help="the output shard number (shard-NNNNN), or train / val for nanoGPT's files"
+    )
+    decode.add_argument("--doc", type=int, help="only this document (0-based) of the file")
+    decode.add_argument(
+        "--format",
+        choices=("megatron", "nanogpt", "parquet"),
+        help="read this format's file (default: the release's token files)",
+    )
     decode.set_defaults(func=cmd_pretrain_decode)
     return parser
 

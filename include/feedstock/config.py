@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from feedstock.errors import ConfigError
+from feedstock.pretrain.formats import DEFAULT_FORMATS, FORMATS
 
 __all__ = [
     "PROJECT_ROOT",
@@ -412,6 +413,14 @@ class Pretrain:
     )
     seed: int = 42  # the deterministic shuffle
     output_shards: int = _positive_int(4)  # token/text shards per release
+    # the files a release writes: megatron, nanogpt, parquet (see feedstock.pretrain.formats)
+    formats: tuple[str, ...] = _rule(
+        f"a non-empty list of {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, each once",
+        lambda v: bool(v) and len(set(v)) == len(v) and set(v) <= set(FORMATS),
+        DEFAULT_FORMATS,
+    )
+    # the share of documents (by a hash of their id) in nanoGPT's val.bin
+    nanogpt_val_fraction: float = _rule("a number from 0 up to 1", lambda v: 0 <= v < 1, 0.005)
 
     def __post_init__(self) -> None:
         where = "config 'pretrain'"

@@ -51,6 +51,8 @@ def pretrain_project(project, tmp_path, monkeypatch):
     raw["pretrain"].update(
         output_shards=2,
         dedup_partitions=2,
+        formats=["megatron", "nanogpt", "parquet"],
+        nanogpt_val_fraction=0.1,
         decontamination={"eval_sets": [str(eval_set)], "ngram": 13, "fields": ["question", "answer"]},
     )
     raw.pop("rag")
@@ -64,7 +66,39 @@ def pretrain_project(project, tmp_path, monkeypatch):
 
 def release_files(lake: Lake, release: int) -> dict[str, str]:
     folder = Path(feed.release_dir(lake, release))
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def check_trainer_formats(folder: Path, p: dict) -> None:
+    """Each format read as its trainer reads it holds exactly the Parquet documents' tokens, each with EOS."""
+    import numpy as np
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from feedstock.pretrain.formats import in_validation
+    from feedstock.pretrain.tokenize import load_tokenizer
+
+    tokenizer = load_tokenizer({"kind": "tiktoken", "name": "cl100k_base"})
+    eos = [tokenizer.eos_id]
+    splits = {"train": [], "val": []}
+    for shard in range(p["output_shards"]):
+        rows = pq.read_table(folder / f"shard-{shard:05d}.parquet").to_pylist()
+        expected = [tokens + eos for tokens in tokenizer.encode_batch([r["text"] for r in rows])]
+        megatron = IndexedDataset(str(folder / f"shard-{shard:05d}"))  # Megatron-Core's own reader
+        assert len(megatron) == len(rows) > 0
+        assert [megatron[i].tolist() for i in range(len(rows))] == expected
+        assert [r["n_tokens"] for r in rows] == [len(t) - 1 for t in expected]
+        for row, tokens in zip(rows, expected, strict=True):
+            splits[
+                "val" if in_validation(row["doc_id"], p["seed"], p["nanogpt_val_fraction"]) else "train"
+            ] += tokens
+    for split, tokens in splits.items():
+        # As nanoGPT's train.py reads it; the cl100k vocabulary needs uint32.
+        assert np.memmap(folder / "nanogpt" / f"{split}.bin", dtype=np.uint32, mode="r").tolist() == tokens
+    assert splits["val"] and len(splits["val"]) < len(splits["train"])
 
 
 def published_texts(lake: Lake, release: int) -> dict[str, str]:
@@ -124,6 +158,25 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     assert cli.stdout.rstrip("\n") == shard0[3]["text"]
     card = (Path(feed.release_dir(lake, 1)) / "README.md").read_text()
     assert "# Pretraining release 1" in card and "| quality:gopher_repetition | 1 |" in card
+    check_trainer_formats(
+        Path(feed.release_dir(lake, 1)), yaml.safe_load(pretrain_project.config.read_text())["pretrain"]
+    )
+    files = lake.read(feed.RELEASE).to_pylist()
+    assert {(f["format"], f["split"]) for f in files} == {
+        ("megatron", None),
+        ("parquet", None),
+        ("nanogpt", "train"),
+        ("nanogpt", "val"),
+        ("nanogpt", None),
+    }
+    for f in files:
+        assert (
+            Path(f["uri"]).exists() and f"`{Path(f['uri']).relative_to(feed.release_dir(lake, 1))}`" in card
+        )
+    assert f"--data-path {files[0]['tokens']} " in card and "dataset = 'feedstock'" in card
+    val = next(f for f in files if f["split"] == "val")
+    assert feed.decode(lake, "latest", "val", val["docs"] - 1)  # the last validation document decodes
+    assert feed.decode(lake, 1, 0, 3, "parquet") == shard0[3]["text"]
 
     # A rerun of the same interval changes nothing: no new release.
     version = lake.version(feed.RELEASE)
@@ -160,11 +213,11 @@ def test_same_inputs_give_identical_release_bytes(pretrain_project, tmp_path):
         ingest(10)
         assert run_dag("pretrain_feed", day=10).state == "success"
         files = release_files(Lake(lake_uri), 1)
-        digests.append({k: v for k, v in files.items() if k.endswith((".bin", ".idx", ".parquet"))})
-    assert digests[0] == digests[1] and len(digests[0]) == 6
+        digests.append({k: v for k, v in files.items() if k.endswith((".bin", ".idx", ".parquet", ".pkl"))})
+    assert digests[0] == digests[1] and len(digests[0]) == 9  # 2 shards x 3 files, nanoGPT's 3 files
 
 
-def test_corpus_and_lake_on_s3(pretrain_project, s3):
+def test_corpus_and_lake_on_s3(pretrain_project, s3, tmp_path):
     """The corpus read from, and the release written to, a real S3 API (moto's server)."""
     fs, bucket = s3
     fs.put(str(pretrain_project.corpus), f"{bucket}/crawl", recursive=True)
@@ -187,6 +240,20 @@ def test_corpus_and_lake_on_s3(pretrain_project, s3):
         0
     ]
     assert feed.decode(lake, "latest", 0, 0) == first["text"]
+    # Megatron-Core reads the shard straight from S3 (its index cached locally, the tokens in ranged reads).
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    from megatron.core.datasets.object_storage_utils import ObjectStorageConfig
+
+    from feedstock.pretrain.tokenize import load_tokenizer
+
+    cache = ObjectStorageConfig(path_to_idx_cache=str(tmp_path / "idx-cache"), bin_chunk_nbytes=4096)
+    megatron = IndexedDataset(
+        f"s3://{bucket}/lake/pretrain/releases/00001/shard-00000", mmap=False, object_storage_config=cache
+    )
+    tokenizer = load_tokenizer({"kind": "tiktoken", "name": "cl100k_base"})
+    assert megatron[0].tolist() == tokenizer.encode_batch([first["text"]])[0] + [tokenizer.eos_id]
+    assert fs.exists(f"{bucket}/lake/pretrain/releases/00001/nanogpt/val.bin")
+    assert feed.decode(lake, "latest", "train", 0)
     assert not fs.exists(f"{bucket}/lake/_staging/pretrain/work")  # consumed work is cleaned up on release
     assert not fs.exists(f"{bucket}/lake/_staging/pretrain/scan") and not fs.exists(
         f"{bucket}/lake/_staging/pretrain/mart"

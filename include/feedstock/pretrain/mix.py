@@ -1,23 +1,33 @@
 """Stage 5 of the pretraining feed: mix, tokenize and write one output shard (mapped per output shard).
 
 :func:`write_shard` takes the shard's documents that survived the global dedup, applies the mix (per-source
-weights, deterministic shuffle by seed), tokenizes them and writes, into the run's staging folder, the
-``.bin``/``.idx`` token files plus a Parquet text shard (``doc_id, source, text, n_tokens``). The release moves
-them into place. It returns the shard's counts (docs, tokens per source) and its tokenizer's identity.
+weights, deterministic shuffle by seed), tokenizes them and writes, into the run's staging folder, the files of
+each configured format (:mod:`feedstock.pretrain.formats`): Megatron ``.bin``/``.idx``, a Parquet text shard
+(``doc_id, source, text, n_tokens``), this shard's parts of nanoGPT's ``train.bin``/``val.bin``. The release moves
+them into place. It returns the shard's counts (docs, tokens per source, nanoGPT split) and its tokenizer's
+identity.
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from feedstock.config import Config
+from feedstock.config import Config, Pretrain
 from feedstock.lake import Lake, filesystem
+from feedstock.pretrain.formats import in_validation, nanogpt_dtype
 from feedstock.pretrain.global_dedup import _docs_files, _dropped, _read_docs
 from feedstock.pretrain.workspace import run_dir
+
+TEXT_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_tokens", pa.int32())]
+)
 
 
 def write_shard(
@@ -28,7 +38,7 @@ def write_shard(
     import duckdb
     import pyarrow.dataset as ds
 
-    from feedstock.pretrain.tokenize import TokenShardWriter, load_tokenizer
+    from feedstock.pretrain.tokenize import load_tokenizer
 
     p = config.pretrain
     tokenizer = load_tokenizer(p.tokenizer)
@@ -64,26 +74,7 @@ def write_shard(
     name = f"shard-{shard:05d}"
     fs, base = filesystem(out, lake.s3)
     fs.makedirs(base, exist_ok=True)
-    text_schema = pa.schema(
-        [("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("n_tokens", pa.int32())]
-    )
-    tokens_by_source: Counter = Counter()
-    docs_written = 0
-    with (
-        fs.open(posixpath.join(base, f"{name}.bin"), "wb") as bin_handle,
-        lake.parquet_writer(posixpath.join(out, f"{name}.parquet"), text_schema) as texts,
-    ):
-        tokens = TokenShardWriter(bin_handle, tokenizer.dtype, tokenizer.eos_id)
-        for batch in reader:
-            counts = tokens.write(tokenizer.encode_batch(batch.column("text").to_pylist()))
-            texts.write_table(
-                pa.Table.from_batches([batch]).append_column("n_tokens", pa.array(counts, pa.int32()))
-            )
-            for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
-                tokens_by_source[source] += n
-            docs_written += batch.num_rows
-    with fs.open(posixpath.join(base, f"{name}.idx"), "wb") as handle:
-        handle.write(tokens.index_bytes())
+    docs_written, tokens_by_source, nanogpt = write_files(fs, base, name, reader, tokenizer, p)
     return {
         "shard": shard,
         "name": name,
@@ -93,4 +84,66 @@ def write_shard(
         "dtype": tokenizer.dtype.str,
         "tokenizer": tokenizer.name,
         "eos_id": tokenizer.eos_id,
+        "vocab_size": tokenizer.vocab_size,
+        "nanogpt": dict(nanogpt),
     }
+
+
+def write_files(
+    fs: Any, base: str, name: str, batches: Iterable[pa.RecordBatch], tokenizer: Any, p: Pretrain
+) -> tuple[int, Counter, Counter]:
+    """Tokenize ``batches`` (``doc_id, source, text``) once and write the files of every format in
+    ``p.formats`` into the folder ``base``; return the documents written, tokens per source and nanoGPT's
+    per-split counts."""
+    from feedstock.pretrain.tokenize import TokenShardWriter
+
+    tokens_by_source: Counter = Counter()
+    nanogpt: Counter = Counter()
+    docs_written = 0
+    with ExitStack() as files:
+        if "megatron" in p.formats:
+            handle = files.enter_context(fs.open(posixpath.join(base, f"{name}.bin"), "wb"))
+            megatron = TokenShardWriter(handle, tokenizer.dtype, tokenizer.eos_id)
+        if "parquet" in p.formats:
+            handle = files.enter_context(fs.open(posixpath.join(base, f"{name}.parquet"), "wb"))
+            texts = files.enter_context(pq.ParquetWriter(handle, TEXT_SCHEMA))
+        if "nanogpt" in p.formats:
+            splits = {
+                split: files.enter_context(fs.open(posixpath.join(base, f"{name}.nanogpt-{split}.bin"), "wb"))
+                for split in ("train", "val")
+            }
+        for batch in batches:
+            encoded = tokenizer.encode_batch(batch.column("text").to_pylist())
+            counts = [len(t) for t in encoded]
+            if "megatron" in p.formats:
+                megatron.write(encoded)
+            if "parquet" in p.formats:
+                texts.write_table(
+                    pa.Table.from_batches([batch]).append_column("n_tokens", pa.array(counts, pa.int32()))
+                )
+            if "nanogpt" in p.formats:
+                _write_nanogpt(splits, batch.column("doc_id").to_pylist(), encoded, tokenizer, p, nanogpt)
+            for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
+                tokens_by_source[source] += n
+            docs_written += batch.num_rows
+    if "megatron" in p.formats:
+        with fs.open(posixpath.join(base, f"{name}.idx"), "wb") as handle:
+            handle.write(megatron.index_bytes())
+    return docs_written, tokens_by_source, nanogpt
+
+
+def _write_nanogpt(splits, doc_ids, encoded, tokenizer, p, counts: Counter) -> None:
+    """Append documents to this shard's part of nanoGPT's train.bin or val.bin (chosen by a hash of the id)."""
+    from feedstock.pretrain.tokenize import with_eos
+
+    dtype = nanogpt_dtype(tokenizer.vocab_size)
+    for split in ("train", "val"):
+        chosen = [
+            tokens
+            for doc_id, tokens in zip(doc_ids, encoded, strict=True)
+            if in_validation(doc_id, p.seed, p.nanogpt_val_fraction) == (split == "val")
+        ]
+        if chosen:
+            splits[split].write(with_eos(chosen, tokenizer.eos_id, dtype).tobytes())
+            counts[f"{split}_docs"] += len(chosen)
+            counts[f"{split}_tokens"] += sum(len(t) for t in chosen)

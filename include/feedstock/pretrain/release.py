@@ -1,9 +1,10 @@
 """Stage 6 of the pretraining feed: publish the release.
 
-:func:`release` commits ``pretrain.release`` (one row per output shard), ``pretrain.rejects`` (``doc_id, source,
-stage, reason``) and ``pretrain.documents`` (the dedup state: one row per processed document), moves the staged
-shards into the release folder, writes the data card (:mod:`feedstock.pretrain.card`) and ``stats.json`` beside
-them, then deletes what the release consumed.
+:func:`release` commits ``pretrain.release`` (one row per published file, with its format),
+``pretrain.rejects`` (``doc_id, source, stage, reason``) and ``pretrain.documents`` (the dedup state: one row per
+processed document), moves the staged files of every configured format into the release folder
+(:func:`feedstock.pretrain.formats.publish_files`), writes the data card (:mod:`feedstock.pretrain.card`) and
+``stats.json`` beside them, then deletes what the release consumed.
 
 Every input document is accounted for: ``docs_in = docs_out + dropped (by stage and reason)``, and every shard
 is either processed or quarantined with its reason; a release that does not add up is not published.
@@ -26,10 +27,18 @@ from feedstock.lake import Commit, Lake, filesystem
 from feedstock.pretrain import dedup
 from feedstock.pretrain.card import data_card
 from feedstock.pretrain.corpus import Shard
+from feedstock.pretrain.formats import publish_files
 from feedstock.pretrain.global_dedup import _dropped
 from feedstock.pretrain.plan import previous_releases
 from feedstock.pretrain.scan import scan_dir
-from feedstock.pretrain.tables import DOCUMENTS, DOCUMENTS_SCHEMA, REJECT_SCHEMA, REJECTS, RELEASE
+from feedstock.pretrain.tables import (
+    DOCUMENTS,
+    DOCUMENTS_SCHEMA,
+    REJECT_SCHEMA,
+    REJECTS,
+    RELEASE,
+    RELEASE_SCHEMA,
+)
 from feedstock.pretrain.workspace import release_dir, run_dir
 
 
@@ -134,14 +143,9 @@ def release(
     out = release_dir(lake, number)
     fs, base = filesystem(out, lake.s3)
     staged = filesystem(posixpath.join(run_dir(lake, run_key), "out"), lake.s3)[1]
-    fs.makedirs(base, exist_ok=True)
-    for shard in shards:
-        for suffix in (".bin", ".idx", ".parquet"):
-            name = shard["name"] + suffix
-            if fs.exists(posixpath.join(staged, name)):
-                fs.mv(posixpath.join(staged, name), posixpath.join(base, name))
+    files = publish_files(fs, staged, base, config.pretrain, shards)
     with fs.open(posixpath.join(base, "README.md"), "w") as handle:
-        handle.write(data_card(stats, shards))
+        handle.write(data_card(stats, shards, files, out))
     lake.write_json(posixpath.join(out, "stats.json"), stats)
     # No multi-table transaction: each table is committed once per release (a retry skips what is there), and
     # pretrain.release, the publishing commit, goes last.
@@ -153,19 +157,15 @@ def release(
         [
             {
                 "release": number,
-                "shard": s["shard"],
-                "bin_uri": f"{out}/{s['name']}.bin",
-                "idx_uri": f"{out}/{s['name']}.idx",
-                "parquet_uri": f"{out}/{s['name']}.parquet",
-                "docs": s["docs"],
-                "tokens": s["tokens"],
-                "dtype": s["dtype"],
-                "tokenizer": s["tokenizer"],
-                "eos_id": s["eos_id"],
+                **{k: f[k] for k in ("format", "shard", "split", "docs", "tokens", "dtype")},
+                "uri": f"{out}/{f['name']}",
+                "tokenizer": shards[0]["tokenizer"],
+                "eos_id": shards[0]["eos_id"],
                 "card_uri": f"{out}/README.md",
             }
-            for s in sorted(shards, key=lambda s: s["shard"])
-        ]
+            for f in files
+        ],
+        schema=RELEASE_SCHEMA,
     )
     if not _has_release(lake, RELEASE, number):
         lake.append(RELEASE, rows, commit)

@@ -2,7 +2,9 @@
 
 Tables, committed by :func:`feedstock.pretrain.release.release`:
 
-- ``pretrain.release``: one row per output shard (its ``.bin``, ``.idx`` and ``.parquet`` URIs, docs, tokens).
+- ``pretrain.release``: one row per published file (:data:`RELEASE_SCHEMA`): its format, output shard or split,
+  URI, documents and tokens. Releases written before ``pretrain.formats`` have one row per output shard with
+  ``bin_uri``, ``idx_uri`` and ``parquet_uri`` instead.
 - ``pretrain.rejects``: ``doc_id, source, stage, reason`` (and ``release``), one row per document set aside.
 - ``pretrain.documents``: the dedup state, one row per processed document (:data:`DOCUMENTS_SCHEMA`).
 
@@ -18,6 +20,21 @@ RELEASE = "pretrain.release"
 REJECTS = "pretrain.rejects"
 DOCUMENTS = "pretrain.documents"
 
+RELEASE_SCHEMA = pa.schema(
+    [
+        ("release", pa.int64()),
+        ("format", pa.string()),  # megatron, nanogpt or parquet (feedstock.pretrain.formats)
+        ("shard", pa.int64()),  # the output shard; null for nanoGPT's train.bin/val.bin
+        ("split", pa.string()),  # nanoGPT: train or val
+        ("uri", pa.string()),
+        ("docs", pa.int64()),  # documents (and tokens, EOS excluded) in the file
+        ("tokens", pa.int64()),
+        ("dtype", pa.string()),
+        ("tokenizer", pa.string()),
+        ("eos_id", pa.int64()),
+        ("card_uri", pa.string()),
+    ]
+)
 REJECT_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("source", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
 )

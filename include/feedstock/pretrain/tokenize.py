@@ -7,12 +7,8 @@ Tokenizers (``pretrain.tokenizer`` in the config), all offline:
   download them).
 - ``{kind: huggingface, path: .../tokenizer.json, eos_token: ...}``: any HuggingFace ``tokenizers`` file.
 
-Token shard format, per output shard ``shard-00000``:
-
-- ``.bin``: the documents' tokens back to back, each document followed by the tokenizer's EOS token; uint16 when
-  the vocabulary fits in 16 bits, else uint32 (little-endian).
-- ``.idx``: uint64 little-endian token offsets, ``n_docs + 1`` of them: document ``i`` is
-  ``bin[idx[i]:idx[i+1]]`` (its EOS included).
+Token shards (``shard-00000.bin``/``.idx``) are Megatron-Core indexed datasets: see
+:mod:`feedstock.pretrain.formats`, which also reads the layout of earlier releases.
 """
 
 from __future__ import annotations
@@ -25,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from feedstock.pretrain.formats import index_dtype, megatron_dtype, megatron_index, token_offsets
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
 
@@ -44,7 +42,8 @@ class Tokenizer:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype("<u2") if self.vocab_size <= 2**16 else np.dtype("<u4")
+        """The token files' dtype, chosen by vocabulary size as Megatron chooses it."""
+        return megatron_dtype(self.vocab_size)
 
 
 class TiktokenTokenizer(Tokenizer):
@@ -125,37 +124,39 @@ def load_tokenizer(spec: dict[str, Any]) -> Tokenizer:
     raise ValueError(f"pretrain.tokenizer: kind must be tiktoken or huggingface, got {kind!r}")
 
 
+def with_eos(token_lists: list[list[int]], eos_id: int, dtype: np.dtype) -> np.ndarray:
+    """Documents' tokens back to back, each followed by EOS, as one array of ``dtype``."""
+    eos = (eos_id,)
+    return np.fromiter(
+        chain.from_iterable(chain(tokens, eos) for tokens in token_lists),
+        dtype=dtype,
+        count=sum(len(t) + 1 for t in token_lists),
+    )
+
+
 class TokenShardWriter:
-    """Streams documents' tokens into a ``.bin`` and their offsets into an ``.idx`` (see the module doc)."""
+    """Streams documents' tokens into a Megatron ``.bin``; :meth:`index_bytes` is its ``.idx``."""
 
     def __init__(self, bin_handle: Any, dtype: np.dtype, eos_id: int):
         self.handle, self.dtype, self.eos = bin_handle, dtype, eos_id
-        self.offsets = [0]
+        self.lengths: list[int] = []
 
     def write(self, token_lists: list[list[int]]) -> list[int]:
         """Append documents; return each one's token count (EOS excluded)."""
         counts = [len(t) for t in token_lists]
-        if not token_lists:
-            return counts
-        eos = (self.eos,)
-        flat = np.fromiter(
-            chain.from_iterable(chain(tokens, eos) for tokens in token_lists),
-            dtype=self.dtype,
-            count=sum(counts) + len(counts),
-        )
-        self.handle.write(flat.tobytes())
-        for n in counts:
-            self.offsets.append(self.offsets[-1] + n + 1)
+        if token_lists:
+            self.handle.write(with_eos(token_lists, self.eos, self.dtype).tobytes())
+            self.lengths.extend(n + 1 for n in counts)
         return counts
 
     def index_bytes(self) -> bytes:
-        return np.asarray(self.offsets, dtype="<u8").tobytes()
+        return megatron_index(self.lengths, self.dtype)
 
 
 def read_document(bin_bytes: bytes, idx_bytes: bytes, dtype: str, doc: int) -> list[int]:
-    """The tokens of one document of a token shard, EOS excluded."""
-    offsets = np.frombuffer(idx_bytes, dtype="<u8")
+    """The tokens of one document of a token shard (either index layout), EOS excluded."""
+    offsets = token_offsets(idx_bytes)
     if not 0 <= doc < len(offsets) - 1:
         raise ValueError(f"document {doc} is out of range: the shard has {len(offsets) - 1} documents")
-    tokens = np.frombuffer(bin_bytes, dtype=np.dtype(dtype))[offsets[doc] : offsets[doc + 1] - 1]
-    return tokens.tolist()
+    tokens = np.frombuffer(bin_bytes, dtype=index_dtype(idx_bytes) or np.dtype(dtype))
+    return tokens[offsets[doc] : offsets[doc + 1] - 1].tolist()

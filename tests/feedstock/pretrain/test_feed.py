@@ -76,7 +76,8 @@ def test_overlapping_runs_cannot_publish_the_same_release(corpus_config):
     assert release(config, lake, "a", first)["release"] == 1
     with pytest.raises(feed.ReleaseConflict, match="published by another run"):
         release(config, lake, "b", second)
-    assert lake.read(feed.RELEASE)["release"].to_pylist() == [1, 1]  # release 1's two shards, once
+    # release 1 once: its two shards, three files each (Megatron .bin and .idx, Parquet)
+    assert lake.read(feed.RELEASE)["release"].to_pylist() == [1] * 6
     # Cleared and rerun, the second run builds on release 1: everything it had was already released.
     again = build_until_release(config, lake, "b2")
     assert again[0]["release"] == 2 and again[1] == []

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from feedstock.pretrain import tokenize
+from feedstock.pretrain.formats import token_offsets
 from feedstock.pretrain.tokenize import (
     HuggingFaceTokenizer,
     TiktokenTokenizer,
@@ -65,7 +66,7 @@ def test_tiktoken_vocab_eos_dtype(request, fixture, vocab, eos):
     tokenizer = request.getfixturevalue(fixture)
     assert tokenizer.vocab_size == vocab
     assert tokenizer.eos_id == eos
-    assert tokenizer.dtype == np.dtype("<u4")
+    assert tokenizer.dtype == np.dtype("<i4")  # Megatron: int32 from 65,500 tokens up
 
 
 @pytest.mark.parametrize("fixture", ["cl100k", "o200k"])
@@ -129,7 +130,7 @@ def test_load_tokenizer_kinds():
         load_tokenizer({"kind": "sentencepiece"})
 
 
-@pytest.mark.parametrize("dtype", ["<u2", "<u4"])
+@pytest.mark.parametrize("dtype", ["<u2", "<i4"])
 def test_token_shard_round_trip(dtype):
     docs = [[5, 6, 7], [], [65535, 1]]
     handle = io.BytesIO()
@@ -138,7 +139,7 @@ def test_token_shard_round_trip(dtype):
     assert writer.write([]) == []
     assert writer.write(docs[2:]) == [2]
     data, index = handle.getvalue(), writer.index_bytes()
-    assert np.frombuffer(index, "<u8").tolist() == [0, 4, 5, 8]
+    assert token_offsets(index).tolist() == [0, 4, 5, 8]
     assert np.frombuffer(data, dtype).tolist() == [5, 6, 7, 9, 9, 65535, 1, 9]
     assert len(data) == 8 * np.dtype(dtype).itemsize
     assert [read_document(data, index, dtype, i) for i in range(3)] == docs

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from feedstock.rag.chunking import Chunker, load_tokenizer, sections
