@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run serve test bench lint clean
 
 setup: $(STAMP) data/warehouse.sqlite $(AIRFLOW_STAMP)
 
@@ -39,6 +39,9 @@ $(AIRFLOW_STAMP): include/setup_airflow.py | $(STAMP)
 
 run: setup
 	$(BIN)/airflow standalone
+
+serve: setup
+	$(BIN)/feedstock serve
 
 test: setup
 	$(BIN)/pytest

@@ -14,6 +14,7 @@ from benchmarks import (
     bench_pretrain_feed,
     bench_quiet,
     bench_rag,
+    bench_serving,
     bench_warehouse,
 )
 
@@ -24,6 +25,7 @@ SUITES = {
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
     "formats": bench_formats.run,
+    "serving": bench_serving.run,
     "quiet": bench_quiet.run,
     "celery": bench_celery.run,
 }

@@ -15,6 +15,8 @@ commits new bronze data.
 6. **build**: applies the changes to the model's LanceDB table as a new, unreleased version.
 7. **evaluate**: recall@k and MRR on the golden set; fails (or warns) below `rag.min_recall`.
 8. **release**: records `rag.index` in the lake and switches search to the new version, atomically.
+9. **invalidate_cache**: deletes every semantic-cache entry grounded on a document that changed or was
+   deleted (`feedstock serve` also checks each hit against the released index).
 
 Stats: `chunks_total, embedded, reused, removed, recall_at_k, mrr`.
 """
@@ -110,12 +112,24 @@ def rag_feed():
         fa.log.info("rag release: %s", stats)
         return stats
 
+    @task
+    def invalidate_cache(released: dict) -> dict:
+        """Semantic-cache entries grounded on a document that changed or left the index are deleted."""
+        from feedstock.serving import cache
+
+        cfg = fa.config()
+        with fa.one_line_errors():
+            stats = cache.invalidate_released(cfg, fa.lake(cfg))
+        fa.log.info("semantic cache: %s", stats)
+        return stats
+
     prepared = prepare()
     batches = plan(prepared)
     prepared >> transform >> batches
     built = build()
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
+    invalidate_cache(done)
     # A teardown: runs whatever happened, and does not decide the run's state.
     done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 

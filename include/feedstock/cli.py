@@ -26,7 +26,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from feedstock.catalog import catalog, render_table
 
     config = _config()
-    entries = catalog(Lake(config.lake), {s.name for s in (*config.sources, *config.broken)})  # bronze of sources no longer configured: detached
+    entries = catalog(
+        Lake(config.lake), {s.name for s in (*config.sources, *config.broken)}
+    )  # bronze of sources no longer configured: detached
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
     else:
@@ -36,11 +38,20 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from feedstock.rag.index import json_results, search
+    from feedstock.serving.client import service_search
 
     config = _config()
-    results = search(
-        config, Lake(config.lake), args.question, k=args.k, source=args.source, mode=args.mode, tags=args.tag
-    )
+    results = None if args.local else service_search(config, args)
+    if results is None:  # no service up: load the model here and read the lake directly
+        results = search(
+            config,
+            Lake(config.lake),
+            args.question,
+            k=args.k,
+            source=args.source,
+            mode=args.mode,
+            tags=args.tag,
+        )
     if args.json:
         print(json_results(results))
         return 0
@@ -62,6 +73,35 @@ def cmd_pretrain_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from feedstock.serving.service import run
+
+    run(_config(), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_cache_calibrate(args: argparse.Namespace) -> int:
+    from feedstock.config import Embedding
+    from feedstock.rag.embedders import embedder
+    from feedstock.serving.calibrate import calibrate
+
+    config = _config()
+    spec: Embedding = config.rag.embedding
+    result = calibrate(
+        _lake(), args.pairs or config.serve.cache.pairs, embedder(spec).embed, args.max_false_hits
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_cache_invalidate(args: argparse.Namespace) -> int:
+    from feedstock.serving.cache import invalidate_released
+
+    config = _config()
+    print(json.dumps(invalidate_released(config, Lake(config.lake))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feedstock", description="Inspect the feedstock lake and its feeds."
@@ -77,7 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--tag", action="append", help="only chunks carrying this access tag (repeatable)")
     search.add_argument("--mode", choices=["vector", "hybrid"], default="vector")
     search.add_argument("--json", action="store_true", help="print a JSON list")
+    search.add_argument(
+        "--access",
+        default="",
+        help="through the service: the access tags to present (X-Access-Tags), comma-separated; "
+        "an API key is read from FEEDSTOCK_API_KEY",
+    )
+    search.add_argument("--local", action="store_true", help="do not use the service: load the model here")
     search.set_defaults(func=cmd_search)
+    serve = commands.add_parser("serve", help="run the search API and the semantic cache (serve.host:port)")
+    serve.add_argument("--host", help="listen on this address (default: serve.host)")
+    serve.add_argument("--port", type=int, help="listen on this port (default: serve.port)")
+    serve.set_defaults(func=cmd_serve)
+    cache = commands.add_parser("cache", help="the semantic cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    calibrate = cache_commands.add_parser(
+        "calibrate", help="measure the similarity threshold on labelled pairs"
+    )
+    calibrate.add_argument("--pairs", help="a pairs file (default: serve.cache.pairs)")
+    calibrate.add_argument("--max-false-hits", type=float, default=0.01, help="share of wrong hits allowed")
+    calibrate.set_defaults(func=cmd_cache_calibrate)
+    invalidate = cache_commands.add_parser(
+        "invalidate",
+        help="delete entries grounded on documents that changed (rag_feed does it after a release)",
+    )
+    invalidate.set_defaults(func=cmd_cache_invalidate)
     pretrain = commands.add_parser("pretrain", help="inspect the pretraining releases")
     pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
     decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")

@@ -39,7 +39,9 @@ __all__ = [
     "Embedding",
     "MinHash",
     "Pretrain",
+    "Cache",
     "Rag",
+    "Serve",
     "Source",
     "Validation",
     "WarehouseSource",
@@ -445,6 +447,43 @@ class Pretrain:
             )
 
 
+@dataclass(frozen=True)
+class Cache:
+    """The semantic cache of ``feedstock serve`` (see :mod:`feedstock.serving.cache`)."""
+
+    store: str = _one_of("lake", "lake", "redis")  # lake: a LanceDB table beside the index; redis: shared
+    redis_url: str = _text("a redis:// URL", "redis://127.0.0.1:6379/0")
+    redis_prefix: str = _text("a key prefix", "feedstock:cache")  # one per deployment sharing a Redis db
+    # null: the threshold `feedstock cache calibrate` measured (0.9 until it has run)
+    threshold: float | None = _rule("a number in (0, 1] or null", lambda v: 0 < v <= 1, None)
+    ttl_seconds: int = _positive_int(7 * 86_400)  # absolute: a hit does not extend it
+    pairs: str = _text("a path", "include/config/cache_pairs.yaml")  # labelled pairs for calibration
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'serve.cache'")
+
+
+@dataclass(frozen=True)
+class Serve:
+    """``feedstock serve``: the search API and the semantic cache."""
+
+    host: str = _text("a host name or address", "127.0.0.1")
+    port: int = _rule("a port number", lambda v: 1 <= v <= 65535, 8800)
+    url: str | None = None  # where `feedstock search` finds the service (default http://host:port)
+    # API keys: the environment variable holding each key, and the access tags its caller holds. With none,
+    # a caller's tags come from the X-Access-Tags header (for a gateway that sets it).
+    api_keys: dict[str, list[str]] = _rule(
+        "a mapping of environment variable names to tag lists", factory=dict
+    )
+    max_query_chars: int = _positive_int(2_000)
+    max_k: int = _positive_int(50)
+    poll_seconds: float = _positive(1.0)  # how often the service looks for a new release
+    cache: Cache = Cache()
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'serve'")
+
+
 # ---- the configuration ------------------------------------------------------------------------------------
 
 
@@ -458,6 +497,7 @@ class Config:
     lake_aws_conn_id: str | None = None
     rag: Rag = Rag()
     pretrain: Pretrain = Pretrain()
+    serve: Serve = Serve()
     broken: tuple[BrokenSource, ...] = ()  # the entries that could not be parsed, in file order
     # every entry's name, valid or broken, in file order (for source_names); empty: sources, then broken
     order: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -521,7 +561,7 @@ def load_config(path: str | Path | None = None) -> Config:
     return parse_config({} if raw is None else raw, base_dir=PROJECT_ROOT)
 
 
-_TOP_LEVEL = ("lake", "lake_aws_conn_id", "sources", "validation", "rag", "pretrain")
+_TOP_LEVEL = ("lake", "lake_aws_conn_id", "sources", "validation", "rag", "pretrain", "serve")
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
@@ -560,9 +600,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
         lake_aws_conn_id=raw.get("lake_aws_conn_id"),
         rag=_build(Rag, {**rag, "embedding": embedding}, "config 'rag'"),
         pretrain=_parse_pretrain(_section(raw, "pretrain", "config"), base_dir),
+        serve=_parse_serve(_section(raw, "serve", "config"), base_dir),
         broken=tuple(broken),
         order=tuple(order),
     )
+
+
+def _parse_serve(raw: dict[str, Any], base_dir: Path) -> Serve:
+    cache = _section(raw, "cache", "config 'serve'")
+    pairs = cache.get("pairs", Cache().pairs)
+    if isinstance(pairs, str):
+        cache = {**cache, "pairs": resolve_uri(pairs, base_dir)}
+    values = {**raw, "cache": _build(Cache, cache, "config 'serve.cache'")}
+    return _build(Serve, values, "config 'serve'")
 
 
 def _parse_lake(value: Any, base_dir: Path) -> str:

@@ -96,7 +96,7 @@ def land(config: Config, lake: Lake, duckdb_file: str, pins: list[str]) -> dict[
             if isinstance(source, DocumentSource):
                 con.execute(
                     "insert into bronze.documents by name select * exclude (pages), "
-                    "cast(pages as struct(page integer, start bigint, \"end\" bigint)[]) as pages, "
+                    'cast(pages as struct(page integer, start bigint, "end" bigint)[]) as pages, '
                     "$tags as access_tags from landing",
                     {"tags": list(source.access_tags)},
                 ).fetchall()
@@ -111,7 +111,9 @@ def land(config: Config, lake: Lake, duckdb_file: str, pins: list[str]) -> dict[
 
 def _rows(con, source) -> int:
     table = "documents" if isinstance(source, DocumentSource) else "warehouse_documents"
-    return con.execute(f"select count(*) from bronze.{table} where source = ?", [source.name]).fetchall()[0][0]
+    return con.execute(f"select count(*) from bronze.{table} where source = ?", [source.name]).fetchall()[0][
+        0
+    ]
 
 
 def _render(con, source: WarehouseSource) -> None:
@@ -159,4 +161,3 @@ def render_template(template: str) -> str:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-

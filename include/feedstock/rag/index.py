@@ -516,6 +516,36 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+def visible_to(caller_tags: list[str]) -> str:
+    """The filter of what a caller holding ``caller_tags`` may read: chunks all of whose access tags it holds
+    (untagged chunks included). An untagged caller reads only untagged chunks."""
+    for tag in caller_tags:
+        if not (isinstance(tag, str) and ACCESS_TAG.fullmatch(tag)):
+            raise SearchFilterError(f"access tag {_shown(tag)}: 1-64 letters, digits and _ . : / -")
+    if not caller_tags:
+        return "coalesce(array_length(access_tags), 0) = 0"
+    held = ", ".join(_sql_string(t) for t in sorted(set(caller_tags)))
+    return f"(coalesce(array_length(access_tags), 0) = 0 OR array_has_all(make_array({held}), access_tags))"
+
+
+def open_released(lake: Lake, at: dict[str, Any] | None = None):
+    """The pointer and the LanceDB table checked out at the version it names (``at``: a built, unreleased one)."""
+    pointer = at or read_pointer(lake)
+    if pointer is None:
+        raise IndexNotReady("the RAG index has not been built yet: run the rag_feed DAG first")
+    if pointer.get("version") is None:
+        raise IndexNotReady("the RAG index is empty: no document produced a chunk")
+    table = _connect(lake).open_table(pointer["table"])
+    table.checkout(pointer["version"])
+    return pointer, table
+
+
+def pointer_embedding(config: Config, pointer: dict[str, Any]) -> Embedding:
+    """Queries are embedded by the model of the index being read: during a model switch the configuration
+    already names the new model while search still serves the old index."""
+    return Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
+
+
 def search(
     config: Config,
     lake: Lake,
@@ -531,19 +561,16 @@ def search(
     ``source`` and ``tags`` are values, never SQL: see :func:`search_filter`.
     """
     where = search_filter(source, tags)  # before any I/O: a bad filter reads nothing
-    pointer = at or read_pointer(lake)
-    if pointer is None:
-        raise IndexNotReady("the RAG index has not been built yet: run the rag_feed DAG first")
-    if pointer.get("version") is None:
-        raise IndexNotReady("the RAG index is empty: no document produced a chunk")
     if mode not in ("vector", "hybrid"):
         raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
-    table = _connect(lake).open_table(pointer["table"])
-    table.checkout(pointer["version"])
-    # Queries are embedded by the model of the index being read: during a model switch the configuration
-    # already names the new model while search still serves the old index.
-    spec = Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
-    vector = _query_embedder(spec).embed([query])[0]
+    pointer, table = open_released(lake, at)
+    embed = _query_embedder(pointer_embedding(config, pointer)).embed
+    return search_table(table, embed, query, k, where, mode)
+
+
+def search_table(table, embed, query: str, k: int, where: str | None, mode: str) -> list[dict[str, Any]]:
+    """Top-k chunks of an open LanceDB table; ``where`` is a filter built by this module, never user text."""
+    vector = embed([query])[0]
     if mode == "hybrid":
         builder = table.search(query_type="hybrid").vector(vector).text(query)
     else:

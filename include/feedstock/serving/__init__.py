@@ -1,0 +1,1 @@
+"""Serving: the search API and the semantic cache (``feedstock serve``)."""
