@@ -131,18 +131,27 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         assert http.delete("/cache/nope").status_code == 404
 
         # Edit the grounding document; rag_feed releases, and its invalidate_cache task removes the entry.
-        path = rag_project.handbook / travel_doc.split("/", 1)[1]
-        path.write_text(
-            path.read_text() + "\n\nInternational travel now needs a second approval by Finance.\n"
-        )
+        pto = "How many PTO days do new employees get?"
+        hits = http.post("/search", json={"query": pto, "k": 10}, headers=everyone).json()
+        grounded = next(h for h in hits if h["doc_id"].endswith(".md"))  # a file this test can edit
+        http.post(
+            "/cache/store",
+            json={"question": pto, "answer": "Twenty days.", "chunk_ids": [grounded["chunk_id"]]},
+            headers=everyone,
+        ).raise_for_status()
+        assert http.post("/cache/lookup", json={"question": pto}, headers=everyone).json()["hit"] is True
+        path = rag_project.handbook / grounded["doc_id"].split("/", 1)[1]
+        path.write_text(path.read_text() + "\n\nFrom 2027, new employees get 25 days.\n")
         run = ingest_and_refresh(11)
         assert task_states(run)["invalidate_cache[-1]"] == "success"
         deadline = time.monotonic() + 10
         while http.get("/healthz").json()["index"]["version"] == first["version"]:  # picked up, no restart
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert http.post("/cache/lookup", json=paraphrase, headers=everyone).json()["hit"] is False
-        assert lake.read_json(index.pointer_uri(lake))["version"] != first["version"]
+        assert http.post("/cache/lookup", json={"question": pto}, headers=everyone).json()["hit"] is False
+        assert (
+            http.post("/cache/lookup", json=paraphrase, headers=everyone).json()["hit"] is True
+        )  # unchanged
 
         # A deleted document: the same.
         hits = http.post("/search", json={"query": "parental leave weeks", "k": 1}, headers=everyone).json()
@@ -160,7 +169,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         )
 
         stats = http.get("/cache/stats").json()
-        assert stats["entries"] == 0 and stats["hits"] >= 2
+        assert stats["entries"] == 1 and stats["hits"] >= 3  # only the travel answer is left
         metrics = http.get("/metrics").text
         assert 'feedstock_cache_total{outcome="hit"}' in metrics
         assert 'feedstock_request_seconds_bucket{endpoint="/search"' in metrics

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from feedstock.config import Config
@@ -133,7 +134,7 @@ class BadRequest(ValueError):
 
 def create_app(config: Config, lake: Lake | None = None, cache_store=None):
     """The FastAPI app; ``cache_store`` overrides the configured store (tests)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
