@@ -17,6 +17,8 @@ commits new bronze data.
 8. **release**: records `rag.index` in the lake and switches search to the new version, atomically.
 9. **invalidate_cache**: deletes every semantic-cache entry grounded on a document that changed or was
    deleted (`feedstock serve` also checks each hit against the released index).
+10. **warm_cache**: with `serve.cache.warm`, loads past answers (e.g. resolved tickets) into the cache, each
+   grounded on its own released document.
 
 Stats: `chunks_total, embedded, reused, removed, recall_at_k, mrr`.
 """
@@ -123,13 +125,24 @@ def rag_feed():
         fa.log.info("semantic cache: %s", stats)
         return stats
 
+    @task
+    def warm_cache(invalidated: dict) -> dict:
+        """Past answers from `serve.cache.warm`'s warehouse source, grounded on their released documents."""
+        from feedstock.serving import cache
+
+        cfg = fa.config()
+        with fa.one_line_errors():
+            stats = cache.warm(cfg, fa.lake(cfg))
+        fa.log.info("semantic cache warm-up: %s", stats)
+        return stats
+
     prepared = prepare()
     batches = plan(prepared)
     prepared >> transform >> batches
     built = build()
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
-    invalidate_cache(done)
+    warm_cache(invalidate_cache(done))
     # A teardown: runs whatever happened, and does not decide the run's state.
     done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 

@@ -102,6 +102,14 @@ def cmd_cache_invalidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_warm(args: argparse.Namespace) -> int:
+    from feedstock.serving.cache import warm
+
+    config = _config()
+    print(json.dumps(warm(config, Lake(config.lake))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="feedstock", description="Inspect the feedstock lake and its feeds."
@@ -142,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete entries grounded on documents that changed (rag_feed does it after a release)",
     )
     invalidate.set_defaults(func=cmd_cache_invalidate)
+    warm = cache_commands.add_parser(
+        "warm", help="load past answers from serve.cache.warm (rag_feed does it)"
+    )
+    warm.set_defaults(func=cmd_cache_warm)
     pretrain = commands.add_parser("pretrain", help="inspect the pretraining releases")
     pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
     decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")

@@ -448,6 +448,18 @@ class Pretrain:
 
 
 @dataclass(frozen=True)
+class Warm:
+    """Past answers loaded into the cache from a warehouse source's rows, grounded on their documents."""
+
+    source: str = _name()  # a warehouse source with a document template (its documents are in the index)
+    question: str = _text("a column name")  # the column holding the question
+    answer: str = _text("a column name")  # the column holding the answer given
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'serve.cache.warm'")
+
+
+@dataclass(frozen=True)
 class Cache:
     """The semantic cache of ``feedstock serve`` (see :mod:`feedstock.serving.cache`)."""
 
@@ -458,6 +470,7 @@ class Cache:
     threshold: float | None = _rule("a number in (0, 1] or null", lambda v: 0 < v <= 1, None)
     ttl_seconds: int = _positive_int(7 * 86_400)  # absolute: a hit does not extend it
     pairs: str = _text("a path", "include/config/cache_pairs.yaml")  # labelled pairs for calibration
+    warm: Warm | None = None  # e.g. {source: tickets, question: question, answer: answer}
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'serve.cache'")
@@ -611,6 +624,8 @@ def _parse_serve(raw: dict[str, Any], base_dir: Path) -> Serve:
     pairs = cache.get("pairs", Cache().pairs)
     if isinstance(pairs, str):
         cache = {**cache, "pairs": resolve_uri(pairs, base_dir)}
+    if isinstance(cache.get("warm"), dict):
+        cache = {**cache, "warm": _build(Warm, cache["warm"], "config 'serve.cache.warm'")}
     values = {**raw, "cache": _build(Cache, cache, "config 'serve.cache'")}
     return _build(Serve, values, "config 'serve'")
 

@@ -43,7 +43,9 @@ def _lake_text(fs, root: str) -> str:
 def test_no_secret_is_logged_or_stored(
     project, tmp_path, monkeypatch, s3, postgres_db, s3_server, capfd, caplog
 ):
-    caplog.set_level(logging.INFO)  # Airflow's task log level; in a full session task logs reach pytest's log capture, not stdout
+    caplog.set_level(
+        logging.INFO
+    )  # Airflow's task log level; in a full session task logs reach pytest's log capture, not stdout
     fs, bucket = s3
     secrets = {
         "aws_secret": f"awsSECRET{uuid.uuid4().hex}",

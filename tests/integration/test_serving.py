@@ -50,12 +50,23 @@ def served(app):
 
 
 def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F811
-    ingest_and_refresh(10)
+    raw = yaml.safe_load(rag_project.config.read_text())
+    raw["serve"] = {"cache": {"warm": {"source": "tickets", "question": "question", "answer": "answer"}}}
+    rag_project.config.write_text(yaml.safe_dump(raw))
+    run = ingest_and_refresh(10)
+    warmed = run.get_task_instance("warm_cache").xcom_pull()["warmed"]
+    assert warmed > 10  # the sample's resolved tickets
     config, lake = load_config(), Lake(rag_project.lake)
     everyone = {"X-Access-Tags": "internal,support"}
     with served(create_app(config)) as http:
         first = http.get("/healthz").json()["index"]
         assert first["version"] == index.read_pointer(lake)["version"]
+        # A resolved ticket's answer, warmed from the warehouse: for callers holding 'support' only.
+        ticket = {"question": "how do i restore a single table from vault to yesterday's version"}
+        found = http.post("/cache/lookup", json=ticket, headers=everyone).json()
+        assert found["hit"] is True and found["answer"].startswith("In Vault Explorer")
+        assert list(found["grounding"]) == ["tickets/1004"] and found["access_tags"] == ["support"]
+        assert http.post("/cache/lookup", json=ticket).json()["hit"] is False
 
         # Parity: a caller holding every tag gets exactly what the library (and `feedstock search`) returns.
         for query in ("How many days of PTO do new employees get?", "binlog position not found"):
@@ -169,7 +180,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         )
 
         stats = http.get("/cache/stats").json()
-        assert stats["entries"] == 1 and stats["hits"] >= 3  # only the travel answer is left
+        assert stats["entries"] == warmed + 1 and stats["hits"] >= 4  # the tickets (warmed once) and travel
         metrics = http.get("/metrics").text
         assert 'feedstock_cache_total{outcome="hit"}' in metrics
         assert 'feedstock_request_seconds_bucket{endpoint="/search"' in metrics

@@ -396,9 +396,9 @@ class _Mirror:
         if self._matrix is None:
             return []
         scores = self._matrix @ vector.astype(np.float32)
-        order = np.argsort(-scores)
+        top = np.argpartition(-scores, min(64, len(scores) - 1))[:64]
         out = []
-        for i in order[:64]:
+        for i in top[np.argsort(-scores[top])]:
             entry = self.entries[self._ids[i]]
             if allowed(entry):
                 out.append((float(scores[i]), entry))
@@ -543,3 +543,73 @@ def invalidate_released(config, lake) -> dict[str, int]:
     _, table = open_released(lake)
     rows = table.to_arrow().select(["doc_id", "doc_hash"]).to_pylist()
     return invalidate(open_store(config, lake), {r["doc_id"]: r["doc_hash"] for r in rows})
+
+
+def warm(config, lake, embed=None) -> dict[str, int]:
+    """Load past answers from ``serve.cache.warm``'s warehouse source into the cache, each grounded on its own
+    document in the released index (``<source>/<key>``) and carrying that document's access tags.
+
+    Rerunning it adds nothing that is there already; a row whose document is not in the index (outside the
+    template's ``where``, or not released yet) is skipped and counted.
+    """
+    from feedstock.errors import ConfigError
+    from feedstock.rag.embedders import embedder
+    from feedstock.rag.index import model_version, open_released, read_pointer
+    from feedstock.warehouse import bronze_table
+
+    spec = config.serve.cache.warm
+    if spec is None:
+        return {"warmed": 0}
+    source = next((s for s in config.sources if s.name == spec.source), None)
+    if source is None or source.kind != "warehouse":
+        raise ConfigError(
+            f"config 'serve.cache.warm': source '{spec.source}' is not a configured warehouse source"
+        )
+    if read_pointer(lake) is None or lake.table(bronze_table(source.name)) is None:
+        return {"warmed": 0, "rows": 0}
+    _, index = open_released(lake)
+    documents: dict[str, tuple[str, list[str], list[str]]] = {}
+    for row in index.to_arrow().select(["doc_id", "doc_hash", "chunk_id", "access_tags"]).to_pylist():
+        doc = documents.setdefault(row["doc_id"], (row["doc_hash"], list(row["access_tags"] or ()), []))
+        doc[2].append(row["chunk_id"])
+    rows = lake.read(
+        bronze_table(source.name), columns=[source.key, spec.question, spec.answer, "_op"]
+    ).to_pylist()
+    store = open_store(config, lake)
+    present = {(e.key, json.dumps(e.grounding, sort_keys=True)) for e in store.load()}
+    model = model_version(config.rag.embedding)
+    todo, skipped = [], 0
+    for row in rows:
+        doc_id = f"{source.name}/{row[source.key]}"
+        if (
+            row["_op"] == "delete"
+            or doc_id not in documents
+            or not row[spec.question]
+            or not row[spec.answer]
+        ):
+            skipped += 1
+            continue
+        doc_hash, tags, chunks = documents[doc_id]
+        if (question_key(row[spec.question]), json.dumps({doc_id: doc_hash})) in present:
+            continue
+        todo.append((row, doc_id, doc_hash, tags, chunks))
+    if todo:
+        vectors = (embed or embedder(config.rag.embedding).embed)([row[spec.question] for row, *_ in todo])
+        now = time.time()
+        for (row, doc_id, doc_hash, tags, chunks), vector in zip(todo, vectors, strict=True):
+            store.put(
+                Entry(
+                    id=uuid.uuid4().hex,
+                    key=question_key(row[spec.question]),
+                    question=row[spec.question],
+                    answer=row[spec.answer],
+                    vector=vector,
+                    model=model,
+                    access_tags=tuple(sorted(tags)),
+                    chunk_ids=tuple(sorted(chunks)),
+                    grounding={doc_id: doc_hash},
+                    created_at=now,
+                    expires_at=now + config.serve.cache.ttl_seconds,
+                )
+            )
+    return {"rows": len(rows), "warmed": len(todo), "skipped": skipped}

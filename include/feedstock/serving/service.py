@@ -42,6 +42,7 @@ class View:
     model: str
     documents: dict[str, str]  # doc_id -> content hash of the released version (the cache's grounding check)
     chunks: dict[str, tuple[str, str, tuple[str, ...]]]  # chunk_id -> (doc_id, content hash, access tags)
+    tags: frozenset[str]  # every access tag the index carries
 
 
 class Index:
@@ -83,6 +84,7 @@ class Index:
             model=model,
             documents={r["doc_id"]: r["doc_hash"] for r in rows},
             chunks={r["chunk_id"]: (r["doc_id"], r["doc_hash"], tuple(r["access_tags"] or ())) for r in rows},
+            tags=frozenset(t for r in rows for t in r["access_tags"] or ()),
         )
         log.info("serving %s version %s (%d chunks)", pointer["table"], pointer["version"], len(rows))
 
@@ -193,7 +195,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
             raise PermissionError("a valid API key is required (Authorization: Bearer <key>)")
         header = request.headers.get("x-access-tags", "")
         tags = frozenset(t.strip() for t in header.split(",") if t.strip())
-        visible_to(sorted(tags))  # checks each tag's form
+        visible_to(sorted(tags), ())  # checks each tag's form
         return tags
 
     def check_query(text: str, what: str) -> None:
@@ -257,10 +259,9 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
         check_query(body.query, "query")
         if body.k > serve.max_k:
             raise BadRequest(f"k must be at most {serve.max_k}, got {body.k}")
-        where = " AND ".join(
-            w for w in (search_filter(body.source, body.tags), visible_to(sorted(tags))) if w
-        )
+        filters = search_filter(body.source, body.tags)
         view = index.view()
+        where = " AND ".join(w for w in (filters, visible_to(sorted(tags), view.tags)) if w) or None
         return search_table(view.table, view.embed, body.query, body.k, where, body.mode)
 
     @app.post("/cache/lookup")
@@ -282,7 +283,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
     def store_answer(body: StoreRequest, request: Request) -> dict[str, Any]:
         tags = caller_tags(request)
         check_query(body.question, "question")
-        visible_to(body.access_tags)  # checks each tag's form
+        visible_to(body.access_tags, ())  # checks each tag's form
         view = index.view() if body.chunk_ids else None
         grounding: dict[str, str] = {}
         entry_tags = set(body.access_tags)
