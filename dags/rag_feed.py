@@ -15,10 +15,9 @@ commits new bronze data.
 6. **build**: applies the changes to the model's LanceDB table as a new, unreleased version.
 7. **evaluate**: recall@k and MRR on the golden set; fails (or warns) below `rag.min_recall`.
 8. **release**: records `rag.index` in the lake and switches search to the new version, atomically.
-9. **invalidate_cache**: deletes every semantic-cache entry grounded on a document that changed or was
-   deleted (`feedstock serve` also checks each hit against the released index).
-10. **warm_cache**: with `serve.cache.warm`, loads past answers (e.g. resolved tickets) into the cache, each
-   grounded on its own released document.
+9. **refresh_cache**: deletes every semantic-cache entry grounded on a document that changed or was deleted
+   (`feedstock serve` also checks each hit against the released index), and with `serve.cache.warm` loads past
+   answers (e.g. resolved tickets) into the cache, each grounded on its own released document.
 
 Stats: `chunks_total, embedded, reused, removed, recall_at_k, mrr`.
 """
@@ -115,25 +114,15 @@ def rag_feed():
         return stats
 
     @task
-    def invalidate_cache(released: dict) -> dict:
-        """Semantic-cache entries grounded on a document that changed or left the index are deleted."""
+    def refresh_cache(released: dict) -> dict:
+        """The semantic cache follows the release: stale entries out, `serve.cache.warm`'s past answers in."""
         from feedstock.serving import cache
 
         cfg = fa.config()
+        lake = fa.lake(cfg)
         with fa.one_line_errors():
-            stats = cache.invalidate_released(cfg, fa.lake(cfg))
+            stats = {**cache.invalidate_released(cfg, lake), **cache.warm(cfg, lake)}
         fa.log.info("semantic cache: %s", stats)
-        return stats
-
-    @task
-    def warm_cache(invalidated: dict) -> dict:
-        """Past answers from `serve.cache.warm`'s warehouse source, grounded on their released documents."""
-        from feedstock.serving import cache
-
-        cfg = fa.config()
-        with fa.one_line_errors():
-            stats = cache.warm(cfg, fa.lake(cfg))
-        fa.log.info("semantic cache warm-up: %s", stats)
         return stats
 
     prepared = prepare()
@@ -142,7 +131,7 @@ def rag_feed():
     built = build()
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
-    warm_cache(invalidate_cache(done))
+    refresh_cache(done)
     # A teardown: runs whatever happened, and does not decide the run's state.
     done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 

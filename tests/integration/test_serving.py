@@ -54,7 +54,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
     raw["serve"] = {"cache": {"warm": {"source": "tickets", "question": "question", "answer": "answer"}}}
     rag_project.config.write_text(yaml.safe_dump(raw))
     run = ingest_and_refresh(10)
-    warmed = run.get_task_instance("warm_cache").xcom_pull()["warmed"]
+    warmed = run.get_task_instance("refresh_cache").xcom_pull()["warmed"]
     assert warmed > 10  # the sample's resolved tickets
     config, lake = load_config(), Lake(rag_project.lake)
     everyone = {"X-Access-Tags": "internal,support"}
@@ -141,7 +141,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         )
         assert http.delete("/cache/nope").status_code == 404
 
-        # Edit the grounding document; rag_feed releases, and its invalidate_cache task removes the entry.
+        # Edit the grounding document; rag_feed releases, and its refresh_cache task removes the entry.
         pto = "How many PTO days do new employees get?"
         hits = http.post("/search", json={"query": pto, "k": 10}, headers=everyone).json()
         grounded = next(h for h in hits if h["doc_id"].endswith(".md"))  # a file this test can edit
@@ -154,7 +154,10 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         path = rag_project.handbook / grounded["doc_id"].split("/", 1)[1]
         path.write_text(path.read_text() + "\n\nFrom 2027, new employees get 25 days.\n")
         run = ingest_and_refresh(11)
-        assert task_states(run)["invalidate_cache[-1]"] == "success"
+        warmed += run.get_task_instance("refresh_cache").xcom_pull()[
+            "warmed"
+        ]  # tickets resolved since day 10
+        assert task_states(run)["refresh_cache[-1]"] == "success"
         deadline = time.monotonic() + 10
         while http.get("/healthz").json()["index"]["version"] == first["version"]:  # picked up, no restart
             assert time.monotonic() < deadline
@@ -174,13 +177,15 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         ).raise_for_status()
         assert http.post("/cache/lookup", json={"question": question}, headers=everyone).json()["hit"] is True
         (rag_project.handbook / hits[0]["doc_id"].split("/", 1)[1]).unlink()
-        ingest_and_refresh(12)
+        run = ingest_and_refresh(12)
+        warmed += run.get_task_instance("refresh_cache").xcom_pull()["warmed"]
         assert (
             http.post("/cache/lookup", json={"question": question}, headers=everyone).json()["hit"] is False
         )
 
         stats = http.get("/cache/stats").json()
-        assert stats["entries"] == warmed + 1 and stats["hits"] >= 4  # the tickets (warmed once) and travel
+        # every ticket warmed once (a rerun adds only tickets resolved since), and the travel answer
+        assert stats["entries"] == warmed + 1 and stats["hits"] >= 4
         metrics = http.get("/metrics").text
         assert 'feedstock_cache_total{outcome="hit"}' in metrics
         assert 'feedstock_request_seconds_bucket{endpoint="/search"' in metrics

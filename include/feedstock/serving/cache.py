@@ -462,7 +462,8 @@ class SemanticCache:
         result = Lookup(None)
         for similarity, entry in self.mirror.nearest(vector, allowed):
             if similarity < self.threshold:
-                result = Lookup(None, similarity, "below_threshold")
+                if result.reason == "miss":  # the best candidate's reason is the one reported
+                    result = Lookup(None, similarity, "below_threshold")
                 break
             if (problem := fresh(entry)) is not None:
                 if problem == "stale":
@@ -470,7 +471,8 @@ class SemanticCache:
                     self.stats["stale_removed"] += 1
                 continue
             if (rule := same_intent(question, entry.question)) is not None:
-                result = Lookup(None, similarity, f"intent:{rule}")
+                if result.reason == "miss":
+                    result = Lookup(None, similarity, f"intent:{rule}")
                 continue
             self.stats["hits"] += 1
             return Lookup(entry, similarity, "hit")
