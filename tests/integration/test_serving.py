@@ -7,6 +7,7 @@ document is edited or deleted and rag_feed has run. Then two ``feedstock serve``
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -245,6 +246,35 @@ def test_two_service_processes_share_a_redis_cache(rag_project, tmp_path):  # no
         ).json()
         found = other.post("/cache/lookup", json={"question": question.lower()}, headers=auth).json()
         assert found["hit"] is True and found["id"] == stored["id"]
+        # `feedstock search` finds the running service and presents its key (FEEDSTOCK_API_KEY).
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "feedstock.cli",
+                "search",
+                "--json",
+                "-k",
+                "1",
+                "binlog position not found",
+            ],
+            env={
+                **env,
+                "FEEDSTOCK_CONFIG": str(tmp_path / f"serve-{ports[0]}.yaml"),
+                "FEEDSTOCK_API_KEY": env["SUPPORT_BOT_KEY"],
+            },
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == hits
+        refused = subprocess.run(
+            [sys.executable, "-m", "feedstock.cli", "search", "refund"],
+            env={**env, "FEEDSTOCK_CONFIG": str(tmp_path / f"serve-{ports[0]}.yaml")},
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode != 0 and "a valid API key is required" in refused.stderr
     finally:
         for process in processes:
             process.terminate()

@@ -23,7 +23,7 @@ def service_search(config: Config, args: argparse.Namespace) -> list[dict[str, A
 
     url = service_url(config)
     try:
-        httpx.get(f"{url}/healthz", timeout=0.3).raise_for_status()
+        httpx.get(f"{url}/healthz", timeout=2.0).raise_for_status()  # refused at once when down
     except httpx.HTTPError:
         return None
     headers = {"X-Access-Tags": args.access} if args.access else {}
