@@ -230,6 +230,7 @@ def _replay(pairs, model, threshold: float, work: Path) -> dict:
     from gptcache import Cache, Config
     from gptcache.adapter.api import get, put
     from gptcache.manager import CacheBase, VectorBase, get_data_manager
+    from gptcache.processor.pre import get_prompt
     from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
 
     from feedstock.serving.cache import SemanticCache
@@ -243,6 +244,7 @@ def _replay(pairs, model, threshold: float, work: Path) -> dict:
     folder = work / "gptcache"
     folder.mkdir()
     gpt.init(
+        pre_embedding_func=get_prompt,  # what gptcache.adapter.api's put/get are documented with
         embedding_func=lambda text, **_: model.embed([text])[0],
         data_manager=get_data_manager(
             CacheBase("sqlite", sql_url=f"sqlite:///{folder / 'cache.db'}"),
@@ -251,6 +253,11 @@ def _replay(pairs, model, threshold: float, work: Path) -> dict:
         similarity_evaluation=SearchDistanceEvaluation(),
         config=Config(similarity_threshold=0.8),  # GPTCache's default
     )
+    # GPTCache's hnswlib store returns numpy uint64 ids, which its SQL store (under numpy 2) never matches, so
+    # every lookup missed: the ids are handed over as Python ints.
+    vectors = gpt.data_manager.v
+    search = vectors.search
+    vectors.search = lambda data, top_k=-1: [(float(d), int(i)) for d, i in search(data, top_k)]
     for question in cached:
         ours.store_answer(question, question)  # the answer names its question, so a wrong hit shows
         put(question, question, cache_obj=gpt)
