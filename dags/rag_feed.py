@@ -119,9 +119,8 @@ def rag_feed():
         from feedstock.serving import cache
 
         cfg = fa.config()
-        lake = fa.lake(cfg)
         with fa.one_line_errors():
-            stats = {**cache.invalidate_released(cfg, lake), **cache.warm(cfg, lake)}
+            stats = cache.refresh(cfg, fa.lake(cfg))
         fa.log.info("semantic cache: %s", stats)
         return stats
 

@@ -94,19 +94,11 @@ def cmd_cache_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cache_invalidate(args: argparse.Namespace) -> int:
-    from feedstock.serving.cache import invalidate_released
+def cmd_cache_refresh(args: argparse.Namespace) -> int:
+    from feedstock.serving.cache import refresh
 
     config = _config()
-    print(json.dumps(invalidate_released(config, Lake(config.lake))))
-    return 0
-
-
-def cmd_cache_warm(args: argparse.Namespace) -> int:
-    from feedstock.serving.cache import warm
-
-    config = _config()
-    print(json.dumps(warm(config, Lake(config.lake))))
+    print(json.dumps(refresh(config, Lake(config.lake))))
     return 0
 
 
@@ -145,15 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--pairs", help="a pairs file (default: serve.cache.pairs)")
     calibrate.add_argument("--max-false-hits", type=float, default=0.01, help="share of wrong hits allowed")
     calibrate.set_defaults(func=cmd_cache_calibrate)
-    invalidate = cache_commands.add_parser(
-        "invalidate",
-        help="delete entries grounded on documents that changed (rag_feed does it after a release)",
+    refresh = cache_commands.add_parser(
+        "refresh",
+        help="delete entries grounded on documents that changed, load serve.cache.warm (rag_feed does both)",
     )
-    invalidate.set_defaults(func=cmd_cache_invalidate)
-    warm = cache_commands.add_parser(
-        "warm", help="load past answers from serve.cache.warm (rag_feed does it)"
-    )
-    warm.set_defaults(func=cmd_cache_warm)
+    refresh.set_defaults(func=cmd_cache_refresh)
     pretrain = commands.add_parser("pretrain", help="inspect the pretraining releases")
     pretrain_commands = pretrain.add_subparsers(dest="pretrain_command", required=True)
     decode = pretrain_commands.add_parser("decode", help="print the text of a token shard's documents")

@@ -50,6 +50,14 @@ def served(app):
         thread.join(10)
 
 
+def store(http, question: str, answer: str, chunk: dict, headers: dict) -> dict:
+    """``POST /cache/store`` of an answer grounded on one ``/search`` result; the created entry."""
+    body = {"question": question, "answer": answer, "chunk_ids": [chunk["chunk_id"]]}
+    response = http.post("/cache/store", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F811
     raw = yaml.safe_load(rag_project.config.read_text())
     raw["serve"] = {"cache": {"warm": {"source": "tickets", "question": "question", "answer": "answer"}}}
@@ -113,17 +121,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         # The cache: an answer grounded on the travel policy's chunks.
         hits = http.post("/search", json={"query": TRAVEL, "k": 3}, headers=everyone).json()
         travel_doc = hits[0]["doc_id"]
-        stored = http.post(
-            "/cache/store",
-            json={
-                "question": TRAVEL,
-                "answer": "Yes: your manager approves it first.",
-                "chunk_ids": [hits[0]["chunk_id"]],
-            },
-            headers=everyone,
-        )
-        assert stored.status_code == 201, stored.text
-        entry = stored.json()
+        entry = store(http, TRAVEL, "Yes: your manager approves it first.", hits[0], everyone)
         assert entry["access_tags"] == ["internal"] and travel_doc in entry["grounding"]
         paraphrase = {"question": "Is approval required before I book international travel?"}
         assert http.post("/cache/lookup", json=paraphrase, headers=everyone).json()["id"] == entry["id"]
@@ -146,11 +144,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         pto = "How many PTO days do new employees get?"
         hits = http.post("/search", json={"query": pto, "k": 10}, headers=everyone).json()
         grounded = next(h for h in hits if h["doc_id"].endswith(".md"))  # a file this test can edit
-        http.post(
-            "/cache/store",
-            json={"question": pto, "answer": "Twenty days.", "chunk_ids": [grounded["chunk_id"]]},
-            headers=everyone,
-        ).raise_for_status()
+        store(http, pto, "Twenty days.", grounded, everyone)
         assert http.post("/cache/lookup", json={"question": pto}, headers=everyone).json()["hit"] is True
         path = rag_project.handbook / grounded["doc_id"].split("/", 1)[1]
         path.write_text(path.read_text() + "\n\nFrom 2027, new employees get 25 days.\n")
@@ -171,11 +165,7 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         # A deleted document: the same.
         hits = http.post("/search", json={"query": "parental leave weeks", "k": 1}, headers=everyone).json()
         question = "How many weeks of parental leave do employees get?"
-        http.post(
-            "/cache/store",
-            json={"question": question, "answer": "16 weeks.", "chunk_ids": [hits[0]["chunk_id"]]},
-            headers=everyone,
-        ).raise_for_status()
+        store(http, question, "16 weeks.", hits[0], everyone)
         assert http.post("/cache/lookup", json={"question": question}, headers=everyone).json()["hit"] is True
         (rag_project.handbook / hits[0]["doc_id"].split("/", 1)[1]).unlink()
         run = ingest_and_refresh(12)
@@ -235,15 +225,7 @@ def test_two_service_processes_share_a_redis_cache(rag_project, tmp_path):  # no
         hits = one.post("/search", json={"query": "binlog position not found", "k": 1}, headers=auth).json()
         assert hits[0]["doc_id"].startswith("tickets/")
         question = "Why does a MySQL CDC pipe stop with binlog position not found?"
-        stored = one.post(
-            "/cache/store",
-            json={
-                "question": question,
-                "answer": "The binlog was purged.",
-                "chunk_ids": [hits[0]["chunk_id"]],
-            },
-            headers=auth,
-        ).json()
+        stored = store(one, question, "The binlog was purged.", hits[0], auth)
         found = other.post("/cache/lookup", json={"question": question.lower()}, headers=auth).json()
         assert found["hit"] is True and found["id"] == stored["id"]
         # `feedstock search` finds the running service and presents its key (FEEDSTOCK_API_KEY).

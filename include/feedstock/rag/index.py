@@ -458,7 +458,8 @@ def _record(
 _EMBEDDERS: dict[str, Any] = {}
 
 
-def _query_embedder(spec: Embedding):
+def query_embedder(spec: Embedding):
+    """The embedder for queries of model ``spec``, loaded once per process."""
     key = model_version(spec)
     if key not in _EMBEDDERS:
         _EMBEDDERS[key] = embedder(spec)
@@ -547,6 +548,13 @@ def open_released(lake: Lake, at: dict[str, Any] | None = None):
     return pointer, table
 
 
+def chunk_map(table) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """``chunk_id -> (doc_id, content hash, access tags)`` of an open index table: what serving checks a cached
+    answer's grounding and a caller's access against."""
+    rows = table.to_arrow().select(["chunk_id", "doc_id", "doc_hash", "access_tags"]).to_pylist()
+    return {r["chunk_id"]: (r["doc_id"], r["doc_hash"], tuple(r["access_tags"] or ())) for r in rows}
+
+
 def pointer_embedding(config: Config, pointer: dict[str, Any]) -> Embedding:
     """Queries are embedded by the model of the index being read: during a model switch the configuration
     already names the new model while search still serves the old index."""
@@ -571,7 +579,7 @@ def search(
     if mode not in ("vector", "hybrid"):
         raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
     pointer, table = open_released(lake, at)
-    embed = _query_embedder(pointer_embedding(config, pointer)).embed
+    embed = query_embedder(pointer_embedding(config, pointer)).embed
     return search_table(table, embed, query, k, where, mode)
 
 

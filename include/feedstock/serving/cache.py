@@ -544,12 +544,32 @@ class SemanticCache:
         self._sync()
         return list(self.mirror.entries.values())
 
+    def entry(self, entry_id: str) -> Entry | None:
+        self._sync()
+        return self.mirror.entries.get(entry_id)
+
 
 def open_store(config, lake):
     """The configured store: ``serve.cache.store``."""
     if config.serve.cache.store == "redis":
         return RedisStore(config.serve.cache.redis_url, config.serve.cache.redis_prefix)
     return LakeStore(lake)
+
+
+def released_chunks(lake) -> dict[str, tuple[str, str, tuple[str, ...]]] | None:
+    """``chunk_id -> (doc_id, content hash, access tags)`` of the released index; None before the first release
+    (an index released empty has no chunks, so every grounded entry is stale)."""
+    from feedstock.rag.index import chunk_map, open_released, read_pointer
+
+    pointer = read_pointer(lake)
+    if pointer is None:
+        return None
+    return {} if pointer.get("version") is None else chunk_map(open_released(lake, pointer)[1])
+
+
+def documents_of(chunks: dict[str, tuple[str, str, tuple[str, ...]]]) -> dict[str, str]:
+    """``doc_id -> content hash`` of a :func:`released_chunks` mapping."""
+    return {doc_id: doc_hash for doc_id, doc_hash, _ in chunks.values()}
 
 
 def invalidate(store, current: dict[str, str]) -> dict[str, int]:
@@ -560,27 +580,28 @@ def invalidate(store, current: dict[str, str]) -> dict[str, int]:
     return {"entries": len(entries), "invalidated": store.delete(stale)}
 
 
-def invalidate_released(config, lake) -> dict[str, int]:
-    """:func:`invalidate` against the index ``rag/CURRENT.json`` names (``rag_feed``, after each release)."""
-    from feedstock.rag.index import open_released, read_pointer
+def refresh(config, lake) -> dict[str, int]:
+    """The cache after a release (``rag_feed``, ``feedstock cache refresh``): entries grounded on a document that
+    changed or left the index are deleted, then ``serve.cache.warm``'s past answers are loaded."""
+    chunks = released_chunks(lake)
+    if chunks is None:
+        return {"entries": 0, "invalidated": 0, "warmed": 0}
+    store = open_store(config, lake)
+    return {**invalidate(store, documents_of(chunks)), **warm(config, lake, store, chunks)}
 
-    if read_pointer(lake) is None:
-        return {"entries": 0, "invalidated": 0}
-    _, table = open_released(lake)
-    rows = table.to_arrow().select(["doc_id", "doc_hash"]).to_pylist()
-    return invalidate(open_store(config, lake), {r["doc_id"]: r["doc_hash"] for r in rows})
 
-
-def warm(config, lake, embed=None) -> dict[str, int]:
-    """Load past answers from ``serve.cache.warm``'s warehouse source into the cache, each grounded on its own
-    document in the released index (``<source>/<key>``) and carrying that document's access tags.
+def warm(
+    config, lake, store, chunks: dict[str, tuple[str, str, tuple[str, ...]]], embed=None
+) -> dict[str, int]:
+    """Load past answers from ``serve.cache.warm``'s warehouse source into ``store``, each grounded on its own
+    document of the released index ``chunks`` (``<source>/<key>``) and carrying that document's access tags.
 
     Rerunning it adds nothing that is there already; a row whose document is not in the index (outside the
     template's ``where``, or not released yet) is skipped and counted.
     """
     from feedstock.errors import ConfigError
     from feedstock.rag.embedders import embedder
-    from feedstock.rag.index import model_version, open_released, read_pointer
+    from feedstock.rag.index import model_version
     from feedstock.warehouse import bronze_table
 
     spec = config.serve.cache.warm
@@ -591,17 +612,14 @@ def warm(config, lake, embed=None) -> dict[str, int]:
         raise ConfigError(
             f"config 'serve.cache.warm': source '{spec.source}' is not a configured warehouse source"
         )
-    if read_pointer(lake) is None or lake.table(bronze_table(source.name)) is None:
+    if lake.table(bronze_table(source.name)) is None:
         return {"warmed": 0, "rows": 0}
-    _, index = open_released(lake)
-    documents: dict[str, tuple[str, list[str], list[str]]] = {}
-    for row in index.to_arrow().select(["doc_id", "doc_hash", "chunk_id", "access_tags"]).to_pylist():
-        doc = documents.setdefault(row["doc_id"], (row["doc_hash"], list(row["access_tags"] or ()), []))
-        doc[2].append(row["chunk_id"])
+    documents: dict[str, tuple[str, tuple[str, ...], list[str]]] = {}
+    for chunk_id, (doc_id, doc_hash, tags) in chunks.items():
+        documents.setdefault(doc_id, (doc_hash, tags, []))[2].append(chunk_id)
     rows = lake.read(
         bronze_table(source.name), columns=[source.key, spec.question, spec.answer, "_op"]
     ).to_pylist()
-    store = open_store(config, lake)
     present = {(e.key, json.dumps(e.grounding, sort_keys=True)) for e in store.load()}
     model = model_version(config.rag.embedding)
     todo, skipped = [], 0
@@ -615,14 +633,14 @@ def warm(config, lake, embed=None) -> dict[str, int]:
         ):
             skipped += 1
             continue
-        doc_hash, tags, chunks = documents[doc_id]
+        doc_hash, tags, chunk_ids = documents[doc_id]
         if (question_key(row[spec.question]), json.dumps({doc_id: doc_hash})) in present:
             continue
-        todo.append((row, doc_id, doc_hash, tags, chunks))
+        todo.append((row, doc_id, doc_hash, tags, chunk_ids))
     if todo:
         vectors = (embed or embedder(config.rag.embedding).embed)([row[spec.question] for row, *_ in todo])
         now = time.time()
-        for (row, doc_id, doc_hash, tags, chunks), vector in zip(todo, vectors, strict=True):
+        for (row, doc_id, doc_hash, tags, chunk_ids), vector in zip(todo, vectors, strict=True):
             store.put(
                 Entry(
                     id=uuid.uuid4().hex,
@@ -632,7 +650,7 @@ def warm(config, lake, embed=None) -> dict[str, int]:
                     vector=vector,
                     model=model,
                     access_tags=tuple(sorted(tags)),
-                    chunk_ids=tuple(sorted(chunks)),
+                    chunk_ids=tuple(sorted(chunk_ids)),
                     grounding={doc_id: doc_hash},
                     created_at=now,
                     expires_at=now + config.serve.cache.ttl_seconds,

@@ -39,7 +39,6 @@ class View:
     pointer: dict[str, Any]
     table: Any
     embed: Any
-    model: str
     documents: dict[str, str]  # doc_id -> content hash of the released version (the cache's grounding check)
     chunks: dict[str, tuple[str, str, tuple[str, ...]]]  # chunk_id -> (doc_id, content hash, access tags)
     tags: frozenset[str]  # every access tag the index carries
@@ -48,8 +47,8 @@ class View:
 class Index:
     """Follows ``rag/CURRENT.json``; :meth:`view` returns the current :class:`View` (or raises IndexNotReady)."""
 
-    def __init__(self, config: Config, lake: Lake, embedders: dict[str, Any]):
-        self.config, self.lake, self.embedders = config, lake, embedders
+    def __init__(self, config: Config, lake: Lake):
+        self.config, self.lake = config, lake
         self.poll = config.serve.poll_seconds
         self._view: View | None = None
         self._checked = 0.0
@@ -66,7 +65,14 @@ class Index:
         return self._view
 
     def _refresh(self) -> None:
-        from feedstock.rag.index import model_version, open_released, pointer_embedding, read_pointer
+        from feedstock.rag.index import (
+            chunk_map,
+            open_released,
+            pointer_embedding,
+            query_embedder,
+            read_pointer,
+        )
+        from feedstock.serving.cache import documents_of
 
         pointer = read_pointer(self.lake)
         current = self._view.pointer if self._view else None
@@ -74,26 +80,16 @@ class Index:
             return
         pointer, table = open_released(self.lake, pointer)
         spec = pointer_embedding(self.config, pointer)
-        model = model_version(spec)
-        embed = self.embedder(spec, model)
-        rows = table.to_arrow().select(["chunk_id", "doc_id", "doc_hash", "access_tags"]).to_pylist()
+        chunks = chunk_map(table)
         self._view = View(
             pointer=pointer,
             table=table,
-            embed=embed,
-            model=model,
-            documents={r["doc_id"]: r["doc_hash"] for r in rows},
-            chunks={r["chunk_id"]: (r["doc_id"], r["doc_hash"], tuple(r["access_tags"] or ())) for r in rows},
-            tags=frozenset(t for r in rows for t in r["access_tags"] or ()),
+            embed=query_embedder(spec).embed,  # a blue/green switch loads the new model before the swap
+            documents=documents_of(chunks),
+            chunks=chunks,
+            tags=frozenset(t for _, _, tags in chunks.values() for t in tags),
         )
-        log.info("serving %s version %s (%d chunks)", pointer["table"], pointer["version"], len(rows))
-
-    def embedder(self, spec, model: str):
-        from feedstock.rag.embedders import embedder
-
-        if model not in self.embedders:
-            self.embedders[model] = embedder(spec).embed
-        return self.embedders[model]
+        log.info("serving %s version %s (%d chunks)", pointer["table"], pointer["version"], len(chunks))
 
 
 def _same_release(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -142,8 +138,14 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     from feedstock.config import Embedding
-    from feedstock.rag.embedders import embedder
-    from feedstock.rag.index import SearchFilterError, model_version, search_filter, search_table, visible_to
+    from feedstock.rag.index import (
+        SearchFilterError,
+        model_version,
+        query_embedder,
+        search_filter,
+        search_table,
+        visible_to,
+    )
     from feedstock.serving import cache as cache_module
 
     lake = lake or Lake(config.lake)
@@ -165,9 +167,9 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
 
     spec: Embedding = config.rag.embedding
     model = model_version(spec)
-    embedders = {model: embedder(spec).embed}  # the model loads once, here
-    embedders[model](["warm up"])
-    index = Index(config, lake, embedders)
+    embed = query_embedder(spec).embed  # the model loads once, here
+    embed(["warm up"])
+    index = Index(config, lake)
     store = cache_store or cache_module.open_store(config, lake)
     threshold = serve.cache.threshold or calibrated_threshold(lake)
 
@@ -178,7 +180,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
             return None
 
     cache = cache_module.SemanticCache(
-        store, embedders[model], model, threshold, serve.cache.ttl_seconds, grounding=grounding
+        store, embed, model, threshold, serve.cache.ttl_seconds, grounding=grounding
     )
     keys = {env: frozenset(tags) for env, tags in serve.api_keys.items()}
 
@@ -305,7 +307,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
     @app.delete("/cache/{entry_id}")
     def delete(entry_id: str, request: Request, false_hit: bool = False) -> dict[str, Any]:
         tags = caller_tags(request)
-        entry = next((e for e in cache.entries() if e.id == entry_id), None)
+        entry = cache.entry(entry_id)
         if entry is None or not cache_module.visible(entry.access_tags, tags):
             return error(404, f"no cache entry {entry_id!r}")
         cache.delete([entry_id], false_hit=false_hit)

@@ -105,7 +105,7 @@ def lake(tmp_path_factory) -> Lake:
 
 @pytest.fixture(autouse=True)
 def stand_in_embedder(monkeypatch):
-    monkeypatch.setattr(index, "_query_embedder", lambda spec: StandInEmbedder())
+    monkeypatch.setattr(index, "query_embedder", lambda spec: StandInEmbedder())
 
 
 def chunks(**wanted) -> set[str]:
