@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_celery,
+    bench_embeddings,
     bench_formats,
     bench_ingest,
     bench_pretrain,
@@ -22,6 +23,7 @@ SUITES = {
     "ingest": bench_ingest.run,
     "warehouse": bench_warehouse.run,
     "rag": bench_rag.run,
+    "embeddings": bench_embeddings.run,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
     "formats": bench_formats.run,

