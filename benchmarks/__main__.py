@@ -24,6 +24,7 @@ SUITES = {
     "warehouse": bench_warehouse.run,
     "rag": bench_rag.run,
     "embeddings": bench_embeddings.run,
+    "ann": bench_rag.run_million,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
     "formats": bench_formats.run,

@@ -1,7 +1,7 @@
 """``feedstock serve``: search and cache latency over real HTTP, and the cache's false hits, hit rate and stale hits.
 
-- **Search at 100k chunks.** A LanceDB table of 100,000 chunks (IVF_PQ and full-text indexes, as ``rag_feed``
-  builds them at that size) is released in a private lake; ``feedstock serve`` runs in uvicorn on a free port.
+- **Search at 100k chunks.** A LanceDB table of 100,000 chunks (its vector index built by ``rag_feed``'s own code, and the
+  full-text index) is released in a private lake; ``feedstock serve`` runs in uvicorn on a free port.
   One client sends 300 warm queries (p50, p95; the query embedding included), then 4 clients at once (QPS). The
   raw side is the same work in-process without the service: ``SentenceTransformer.encode`` plus LanceDB's search
   with the same filter. Today's CLI without a service (``feedstock search --local``, which loads the model) is
@@ -36,7 +36,7 @@ import yaml
 from feedstock.config import DEFAULT_CONFIG, Embedding, parse_config
 from feedstock.lake import Lake
 from feedstock.rag.embedders import embedder
-from feedstock.rag.index import _connect, _sub_vectors, model_version, pointer_uri, visible_to
+from feedstock.rag.index import Ann, _connect, build_ann, model_version, pointer_uri, visible_to
 from feedstock.serving.cache import Entry, LakeStore, _arrow_schema, question_key
 from feedstock.serving.calibrate import calibrate, load_pairs, rates, score
 
@@ -73,13 +73,7 @@ def _release_index(lake: Lake, real: np.ndarray, texts: list[str]) -> None:
     lance = _connect(lake).create_table("bench_minilm", table)
     lance.create_fts_index("text", replace=True)
     lance.create_scalar_index("access_tags", index_type="LABEL_LIST")
-    lance.create_index(
-        metric="cosine",
-        vector_column_name="vector",
-        index_type="IVF_PQ",
-        num_partitions=int(N_CHUNKS**0.5),
-        num_sub_vectors=_sub_vectors(lance),
-    )
+    build_ann(lance)  # the feed's own index, sized by the table
     embedding = dict(Embedding().__dict__)
     lake.write_json(
         pointer_uri(lake), {"table": "bench_minilm", "version": lance.version, "embedding": embedding}
@@ -188,13 +182,13 @@ def run() -> dict:
 
     _, table = open_released(lake)
     where = visible_to(["internal"], {"internal", "support"})
+    ann = Ann(table.count_rows())  # the same index settings as the service
     took = []
     for q in queries[:300]:
         t = time.perf_counter()
         vector = model.embed([q])[0]
-        table.search(vector, vector_column_name="vector").metric("cosine").where(where, prefilter=True).limit(
-            5
-        ).to_list()
+        builder = table.search(vector, vector_column_name="vector").metric("cosine")
+        ann.tune(builder).where(where, prefilter=True).limit(5).to_list()
         took.append(time.perf_counter() - t)
     result["search_raw_in_process"] = _percentiles(took)
     result["search_http_vs_raw_p50"] = round(
