@@ -115,18 +115,29 @@ def bench_embedding(work: Path, model, n_docs: int = 200) -> dict:
     }
 
 
-def clustered_vectors(n: int, dim: int = 384, clusters: int = 2_000, seed: int = 7) -> np.ndarray:
-    """Unit vectors around ``clusters`` random centres (cosine about 0.89 within a cluster): nearest neighbours
-    are near-ties, as among chunks of one topic, which is harder for an index than uniform noise."""
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def clustered_vectors(n: int, dim: int = 384, seed: int = 7) -> np.ndarray:
+    """Unit vectors shaped like a chunked corpus: 1,000 topics of 10 subtopics, documents of 20 chunks. A chunk
+    is its subtopic + 0.7 x its document's direction + 0.6 x its own noise, so its nearest neighbours are its
+    document's other chunks (cosine about 0.77), then its subtopic's: near-ties, as among one manual's pages."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, dim)).astype(np.float32)
+    topics, per_topic, per_doc = 1_000, 10, 20
+    subtopics = _unit(
+        _unit(rng.normal(size=(topics, 1, dim))) + 0.9 * _unit(rng.normal(size=(topics, per_topic, dim)))
+    ).reshape(-1, dim)
+    doc_dirs = _unit(rng.normal(size=(-(-n // per_doc), dim))).astype(np.float32)
+    doc_subtopic = rng.integers(0, len(subtopics), len(doc_dirs))
     vectors = np.empty((n, dim), np.float32)
     for start in range(0, n, 100_000):
-        size = min(100_000, n - start)
-        noise = 0.35 * rng.normal(size=(size, dim)).astype(np.float32)
-        vectors[start : start + size] = centers[rng.integers(0, clusters, size)] + noise
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors
+        docs = np.arange(start, min(start + 100_000, n)) // per_doc
+        noise = _unit(rng.normal(size=(len(docs), dim)).astype(np.float32))
+        vectors[start : start + len(docs)] = (
+            subtopics[doc_subtopic[docs]] + 0.7 * doc_dirs[docs] + 0.6 * noise
+        )
+    return _unit(vectors)
 
 
 def bench_ann(work: Path, n: int = 100_000, dim: int = 384, queries: int = 200) -> dict:
@@ -135,7 +146,7 @@ def bench_ann(work: Path, n: int = 100_000, dim: int = 384, queries: int = 200) 
 
     vectors = clustered_vectors(n, dim)
     rng = np.random.default_rng(8)
-    probes = vectors[rng.choice(n, queries, replace=False)] + 0.05 * rng.normal(size=(queries, dim)).astype(
+    probes = vectors[rng.choice(n, queries, replace=False)] + 0.02 * rng.normal(size=(queries, dim)).astype(
         np.float32
     )
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)

@@ -142,7 +142,10 @@ def run() -> dict:
     _cache_entries(lake, [c for c, _, _, _ in pairs], real[: len({c for c, _, _, _ in pairs})])
     result["setup_seconds"] = round(time.perf_counter() - start, 1)
 
-    single_query_threads()  # as `feedstock serve` runs
+    import torch
+
+    threads = torch.get_num_threads()
+    single_query_threads()  # as `feedstock serve` runs; restored at the end for the suites after this one
     queries = [asked for _, asked, _, _ in pairs] * 3
     headers = {"X-Access-Tags": "internal"}  # a caller that may not see a third of the chunks
     server, url = _serve(create_app(config, lake))
@@ -216,6 +219,7 @@ def run() -> dict:
         "plain_cosine_0.8": plain,
     }
     result["stale_hits"] = _stale_hits(work, model)
+    torch.set_num_threads(threads)
     return result
 
 

@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -167,11 +168,14 @@ class HtmlParser(Parser):
     _blocks = ("p", "div", "li", "tr", "br", "section", "article", "blockquote", "pre", "table", "ul", "ol")
 
     def parse(self, data: bytes, options: ParseOptions) -> ParsedDocument:
-        from bs4 import BeautifulSoup
+        from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
 
         markup = decode_text(data)
         _check_html_depth(markup, options.limits.html_depth)
-        soup = BeautifulSoup(markup, "lxml")
+        # XHTML (Sphinx, DocBook exports) parses well as HTML: no warning per file.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+            soup = BeautifulSoup(markup, "lxml")
         title_tag = soup.find("title")
         title = title_tag.get_text(" ", strip=True) if title_tag else None
         for tag in soup(self._invisible):

@@ -635,14 +635,17 @@ def search(
     return search_table(table, embed, query, k, where, mode)
 
 
-def search_table(table, embed, query: str, k: int, where: str | None, mode: str) -> list[dict[str, Any]]:
-    """Top-k chunks of an open LanceDB table; ``where`` is a filter built by this module, never user text."""
+def search_table(
+    table, embed, query: str, k: int, where: str | None, mode: str, ann: Ann | None = None
+) -> list[dict[str, Any]]:
+    """Top-k chunks of an open LanceDB table; ``where`` is a filter built by this module, never user text.
+    ``ann``: the table's index settings, when the caller already knows its size."""
     vector = embed([query])[0]
     if mode == "hybrid":
         builder = table.search(query_type="hybrid").vector(vector).text(query)
     else:
         builder = table.search(vector, vector_column_name="vector").metric("cosine")
-    builder = Ann(table.count_rows()).tune(builder)  # a table below rag.ann_min_rows is scanned exactly
+    builder = (ann or Ann(table.count_rows())).tune(builder)  # below rag.ann_min_rows: an exact scan
     if where:
         builder = builder.where(where, prefilter=True)
     rows = builder.limit(k).to_list()

@@ -42,6 +42,7 @@ class View:
     documents: dict[str, str]  # doc_id -> content hash of the released version (the cache's grounding check)
     chunks: dict[str, tuple[str, str, tuple[str, ...]]]  # chunk_id -> (doc_id, content hash, access tags)
     tags: frozenset[str]  # every access tag the index carries
+    ann: Any  # rag.index.Ann: how search reads the table's vector index
 
 
 class Index:
@@ -66,6 +67,7 @@ class Index:
 
     def _refresh(self) -> None:
         from feedstock.rag.index import (
+            Ann,
             chunk_map,
             open_released,
             pointer_embedding,
@@ -88,6 +90,7 @@ class Index:
             documents=documents_of(chunks),
             chunks=chunks,
             tags=frozenset(t for _, _, tags in chunks.values() for t in tags),
+            ann=Ann(len(chunks)),
         )
         log.info("serving %s version %s (%d chunks)", pointer["table"], pointer["version"], len(chunks))
 
@@ -264,7 +267,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
         filters = search_filter(body.source, body.tags)
         view = index.view()
         where = " AND ".join(w for w in (filters, visible_to(sorted(tags), view.tags)) if w) or None
-        return search_table(view.table, view.embed, body.query, body.k, where, body.mode)
+        return search_table(view.table, view.embed, body.query, body.k, where, body.mode, view.ann)
 
     @app.post("/cache/lookup")
     def lookup(body: LookupRequest, request: Request) -> dict[str, Any]:
