@@ -312,19 +312,20 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
 class Ann:
     """The vector index of a table of ``rows`` chunks, and how search reads it: sized by the table, not fixed.
 
-    IVF_HNSW_SQ: k-means splits the vectors into partitions of about :data:`ROWS_PER_PARTITION`, and each is
-    searched by an HNSW graph over 8-bit scalar-quantized vectors. A query visits :data:`PROBE_SHARE` of the
-    partitions: a chunk's neighbours straddle partitions, and missing one partition costs more recall than a
-    wider graph beam (``ef``) buys back. Measured at 1M vectors (``make bench`` suite ``ann``, docs/decisions.md):
-    4 partitions, 3 probed, recall@10 0.96 at 11x numpy's exact QPS. IVF_PQ (48 sub-vectors) reached recall 0.67
-    even with a refine pass, and 64 partitions needed 12 probes for 0.96 (7.5x)."""
+    IVF_HNSW_SQ: an HNSW graph over 8-bit scalar-quantized vectors, split by k-means into partitions of about
+    :data:`ROWS_PER_PARTITION` once the table outgrows one. A query visits :data:`PROBE_SHARE` of the partitions
+    (a chunk's neighbours straddle them) with a graph beam of :data:`EF`. Measured at 1M vectors (``make bench``
+    suite ``ann``; docs/decisions.md): one graph reached recall@10 0.98 at about 14x numpy's exact QPS, where 4
+    partitions with 3 probed reached 0.95 to 0.96 at 11 to 12x, 64 partitions needed 12 probes for 0.96 (7.5x),
+    and IVF_PQ stayed at 0.67 even with a refine pass. Above 1M rows the partition rule is extrapolated, not
+    measured."""
 
     rows: int
 
-    ROWS_PER_PARTITION: ClassVar[int] = 250_000
+    ROWS_PER_PARTITION: ClassVar[int] = 2_000_000
     PROBE_SHARE: ClassVar[float] = 0.75
     MIN_NPROBES: ClassVar[int] = 1
-    EF: ClassVar[int] = 100
+    EF: ClassVar[int] = 200
 
     @property
     def partitions(self) -> int:
