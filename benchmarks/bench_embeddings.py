@@ -40,10 +40,6 @@ RUNTIMES = {
 }
 
 
-def _chunk_texts(chunker: Chunker, docs: list[dict]) -> list[str]:
-    return [embedding_text(c) for doc in docs for c in chunker.chunk(doc)]
-
-
 def _parse(root: Path, prefix: str, pattern: str = "*") -> list[dict]:
     """Documents as the feed sees them: each file parsed, ``doc_id`` its path under ``root``."""
     docs = []
@@ -128,7 +124,7 @@ def run() -> dict:
 
     os.environ.setdefault("FEEDSTOCK_MODELS", tempfile.mkdtemp(prefix="feedstock-bench-models-"))
     chunker = Chunker(load_tokenizer("all-MiniLM-L6-v2"), 200, 32)
-    texts = _chunk_texts(chunker, _documents(corpus.build(), 400))[:N_CHUNKS]
+    texts = _chunks(chunker, _documents(corpus.build(), 400))[0][:N_CHUNKS]
     sets = {
         "sample": (
             _chunks(chunker, _parse(ROOT / "include/sample_data/handbook", "handbook/")),

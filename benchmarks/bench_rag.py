@@ -167,9 +167,7 @@ def bench_ann(work: Path, n: int = 100_000, dim: int = 384, queries: int = 200) 
 
     def search(q):
         builder = table.search(q, vector_column_name="vector").metric("cosine")
-        return set(
-            index.Ann(table.count_rows()).tune(builder).limit(10).select(["id"]).to_arrow()["id"].to_pylist()
-        )
+        return set(ann.tune(builder).limit(10).select(["id"]).to_arrow()["id"].to_pylist())
 
     for q in probes[:20]:  # warm: the index's partitions read once
         search(q)

@@ -314,7 +314,7 @@ class Ann:
 
     IVF_HNSW_SQ: an HNSW graph over 8-bit scalar-quantized vectors, split by k-means into partitions of about
     :data:`ROWS_PER_PARTITION` once the table outgrows one. A query visits :data:`PROBE_SHARE` of the partitions
-    (a chunk's neighbours straddle them) with a graph beam of :data:`EF`. Measured at 1M vectors (``make bench``
+    (a chunk's neighbours straddle them) with a graph beam of :data:`ef`. Measured at 1M vectors (``make bench``
     suite ``ann``; docs/decisions.md): one graph reached recall@10 0.98 at about 14x numpy's exact QPS, where 4
     partitions with 3 probed reached 0.95 to 0.96 at 11 to 12x, 64 partitions needed 12 probes for 0.96 (7.5x),
     and IVF_PQ stayed at 0.67 even with a refine pass. Above 1M rows the partition rule is extrapolated, not
@@ -324,8 +324,7 @@ class Ann:
 
     ROWS_PER_PARTITION: ClassVar[int] = 2_000_000
     PROBE_SHARE: ClassVar[float] = 0.75
-    MIN_NPROBES: ClassVar[int] = 1
-    EF: ClassVar[int] = 200
+    ef: ClassVar[int] = 200  # the graph beam
 
     @property
     def partitions(self) -> int:
@@ -333,11 +332,7 @@ class Ann:
 
     @property
     def nprobes(self) -> int:
-        return max(self.MIN_NPROBES, math.ceil(self.partitions * self.PROBE_SHARE))
-
-    @property
-    def ef(self) -> int:
-        return self.EF
+        return math.ceil(self.partitions * self.PROBE_SHARE)  # at least 1: there is at least one partition
 
     def config(self):
         from lancedb.index import IvfHnswSq
@@ -352,9 +347,8 @@ class Ann:
 def build_ann(table) -> Ann:
     """(Re)build the table's vector index for its current size."""
     ann = Ann(table.count_rows())
-    table.create_index(
-        "vector", config=ann.config(), replace=True
-    )  # with a config, the first argument is the column
+    # With a config, create_index's first argument is the column (not the metric).
+    table.create_index("vector", config=ann.config(), replace=True)
     return ann
 
 

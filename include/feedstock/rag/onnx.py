@@ -3,7 +3,8 @@
 ``rag.embedding.runtime: onnx`` runs the same sentence-transformers model without torch at query and embed time:
 
 - **Export** (no download): ``transformers.AutoModel`` loads the model folder's own weights and
-  ``torch.onnx.export`` writes the transformer; ONNX Runtime's BERT optimizer fuses attention and layer norm;
+  ``torch.onnx.export`` writes the transformer; ONNX Runtime's BERT optimizer fuses layer norms and GELU
+  (attention too where its pattern matches, which it does not on transformers 5's eager graph);
   ``quantize: int8`` then applies ONNX Runtime's dynamic int8 quantization to the weights.
 - **Cache:** ``<models dir>/<model>-<key>/model.onnx``, where the key hashes the weights, the tokenizer, the
   quantization and :data:`EXPORT_VERSION`, so new weights or a new export recipe never reuse an old file. The
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from feedstock.errors import EmbeddingError
+from feedstock.rag.embedders import _normalize
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,7 @@ class OnnxModel:
         else:
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return _normalize(pooled.astype(np.float32))
 
 
 def load(folder: str | Path, quantize: str = "none", threads: int | None = None) -> OnnxModel:
@@ -199,7 +200,7 @@ def _export(folder: Path, out: Path) -> None:
             dynamo=False,
         )
     config = model.config
-    try:  # fused attention and layer norm: the same maths in fewer, faster kernels
+    try:  # fused layer norms and GELU: the same maths in fewer, faster kernels
         from onnxruntime.transformers.optimizer import optimize_model
 
         optimized = optimize_model(

@@ -42,7 +42,6 @@ class View:
     documents: dict[str, str]  # doc_id -> content hash of the released version (the cache's grounding check)
     chunks: dict[str, tuple[str, str, tuple[str, ...]]]  # chunk_id -> (doc_id, content hash, access tags)
     tags: frozenset[str]  # every access tag the index carries
-    ann: Any  # rag.index.Ann: how search reads the table's vector index
 
 
 class Index:
@@ -67,7 +66,6 @@ class Index:
 
     def _refresh(self) -> None:
         from feedstock.rag.index import (
-            Ann,
             chunk_map,
             open_released,
             pointer_embedding,
@@ -90,7 +88,6 @@ class Index:
             documents=documents_of(chunks),
             chunks=chunks,
             tags=frozenset(t for _, _, tags in chunks.values() for t in tags),
-            ann=Ann(len(chunks)),
         )
         log.info("serving %s version %s (%d chunks)", pointer["table"], pointer["version"], len(chunks))
 
@@ -142,6 +139,7 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
 
     from feedstock.config import Embedding
     from feedstock.rag.index import (
+        Ann,
         SearchFilterError,
         model_version,
         query_embedder,
@@ -267,7 +265,8 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
         filters = search_filter(body.source, body.tags)
         view = index.view()
         where = " AND ".join(w for w in (filters, visible_to(sorted(tags), view.tags)) if w) or None
-        return search_table(view.table, view.embed, body.query, body.k, where, body.mode, view.ann)
+        ann = Ann(len(view.chunks))  # the index's settings follow its size, which the view already counted
+        return search_table(view.table, view.embed, body.query, body.k, where, body.mode, ann)
 
     @app.post("/cache/lookup")
     def lookup(body: LookupRequest, request: Request) -> dict[str, Any]:
