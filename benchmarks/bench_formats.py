@@ -27,7 +27,7 @@ import pyarrow as pa
 from benchmarks.bench_pretrain_feed import _corpus
 from feedstock.config import Pretrain
 from feedstock.pretrain.mix import write_files
-from feedstock.pretrain.tokenize import load_tokenizer
+from feedstock.stages.tokenizers import load_tokenizer
 
 CHUNK_BYTES = 64 * 1024**2
 SIDES = {"tokens_only": ("megatron",), "all": ("megatron", "nanogpt", "parquet")}

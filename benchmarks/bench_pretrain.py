@@ -45,10 +45,11 @@ import pyarrow as pa
 from benchmarks import pretrain_corpus
 from benchmarks.pretrain_corpus import Planted
 from feedstock.config import MinHash
-from feedstock.pretrain import dedup
-from feedstock.pretrain.quality import build_filters
-from feedstock.pretrain.steps import Document
-from feedstock.pretrain.tokenize import TokenShardWriter, load_tokenizer
+from feedstock.pretrain.tokenize import TokenShardWriter
+from feedstock.stages import dedup
+from feedstock.stages.quality import build_filters
+from feedstock.stages.steps import Document
+from feedstock.stages.tokenizers import load_tokenizer
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 DATATROVE_VERSION = "0.10.1"
@@ -490,7 +491,7 @@ def bench_filters(work: Path, megabytes: float = 5.0, repeats: int = 2) -> dict:
         },
     }
     result["language_id"] = _step_rate(docs, "feedstock.pretrain.langid", "LanguageFilter", mb)
-    result["pii"] = _step_rate(docs, "feedstock.pretrain.pii", "PiiRedactor", mb)
+    result["pii"] = _step_rate(docs, "feedstock.stages.pii", "PiiRedactor", mb)
     return result
 
 

@@ -69,8 +69,8 @@ def source(cfg: Config, name: str):
     return cfg.source(name)
 
 
-def pretrain_config() -> Config:
-    """The configuration, with the run's ``sources`` param (from a UI trigger) narrowing the pretraining feed."""
+def feed_config(feed: str) -> Config:
+    """The configuration, with the run's ``sources`` param (from a UI trigger) narrowing ``feed``'s sources."""
     import dataclasses
 
     cfg = config()
@@ -81,7 +81,8 @@ def pretrain_config() -> Config:
         unknown = [name for name in chosen if name not in {s.name for s in (*cfg.sources, *cfg.broken)}]
         if unknown:
             raise ConfigError(f"param 'sources': unknown source '{unknown[0]}'")
-    return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, sources=tuple(chosen)))
+    section = getattr(cfg, feed)
+    return dataclasses.replace(cfg, **{feed: dataclasses.replace(section, sources=tuple(chosen))})
 
 
 def s3_settings(conn_id: str | None) -> S3Settings:
@@ -145,7 +146,15 @@ def pretrain_run():
     """What every pretraining task needs: the feed module, the configuration, the lake and the run key."""
     from feedstock.pretrain import feed
 
-    cfg = pretrain_config()
+    cfg = feed_config("pretrain")
+    return feed, cfg, lake(cfg), run_key(get_current_context())
+
+
+def finetune_run():
+    """What every fine-tuning task needs: the feed module, the configuration, the lake and the run key."""
+    from feedstock.finetune import feed
+
+    cfg = feed_config("finetune")
     return feed, cfg, lake(cfg), run_key(get_current_context())
 
 

@@ -73,6 +73,36 @@ def cmd_pretrain_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_show(args: argparse.Namespace) -> int:
+    from feedstock.finetune.feed import show
+
+    shown = show(_lake(), args.release, args.split, args.n)
+    if args.json:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    print(f"fine-tuning release {shown['release']}, {shown['split']}: {shown['total']} examples\n")
+    for example in shown["examples"]:
+        print(
+            f"=== {example['record_id']} ({example['kind']}, {example['tokens']} tokens, row {example['row']})"
+        )
+        for turn in example["messages"]:
+            print(f"[{turn['role']}] {turn['content']}")
+        for label in ("chosen", "rejected"):
+            for turn in example[label] or ():
+                print(f"[{label}] {turn['content']}")
+        print()
+    return 0
+
+
+def cmd_finetune_review_tasks(args: argparse.Namespace) -> int:
+    from feedstock.finetune.review import write_tasks
+
+    with open(args.records, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    print(json.dumps(write_tasks(records, args.out)))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from feedstock.serving.service import run
 
@@ -156,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="read this format's file (default: the release's token files)",
     )
     decode.set_defaults(func=cmd_pretrain_decode)
+    finetune = commands.add_parser("finetune", help="inspect the fine-tuning releases, prepare human review")
+    finetune_commands = finetune.add_subparsers(dest="finetune_command", required=True)
+    show = finetune_commands.add_parser("show", help="print a release's examples as a person reads them")
+    show.add_argument("release", nargs="?", default="latest", help="a release number, or latest")
+    show.add_argument("--split", default="train", choices=("train", "validation", "test"))
+    show.add_argument("--n", type=int, default=3, help="how many examples")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_finetune_show)
+    review = finetune_commands.add_parser(
+        "review-tasks",
+        help="write Label Studio tasks (and their labeling config) from JSONL of {prompt, response} to accept or "
+        "reject, or {prompt, answer1, answer2} to rank",
+    )
+    review.add_argument("records", help="a JSONL file of records to review")
+    review.add_argument("out", help="the tasks file to write (JSON); the labeling config goes beside it")
+    review.set_defaults(func=cmd_finetune_review_tasks)
     return parser
 
 

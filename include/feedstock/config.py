@@ -35,6 +35,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "CorpusSource",
+    "DatasetSource",
+    "Finetune",
     "DocumentSource",
     "Embedding",
     "MinHash",
@@ -248,6 +250,8 @@ class WarehouseSource:
     access_tags: tuple[str, ...] = ()
     # Renders each row as a document for the feeds: {"title": "...{col}...", "text": "...", "where": "sql"}
     document: dict[str, str] | None = None
+    # Renders each row as a conversation for the fine-tuning feed: {"system", "prompt", "response", "where"}
+    finetune: dict[str, str] | None = None
     kind: str = field(default="warehouse", init=False)
 
     def __post_init__(self) -> None:
@@ -261,6 +265,13 @@ class WarehouseSource:
                 raise ConfigError(f"{where}: field 'document' has unknown key '{unknown[0]}'")
             if not self.document.get("text"):
                 raise ConfigError(f"{where}: field 'document' needs at least a 'text' template")
+        if self.finetune is not None:
+            unknown = sorted(set(self.finetune) - {"system", "prompt", "response", "where"})
+            if unknown:
+                raise ConfigError(f"{where}: field 'finetune' has unknown key '{unknown[0]}'")
+            missing = [k for k in ("prompt", "response") if not self.finetune.get(k)]
+            if missing:
+                raise ConfigError(f"{where}: field 'finetune' needs a '{missing[0]}' template")
 
 
 @dataclass(frozen=True)
@@ -283,8 +294,50 @@ class CorpusSource:
         _check_fields(self, f"source '{self.name}'")
 
 
-Source = DocumentSource | WarehouseSource | CorpusSource
-_KINDS: dict[str, type] = {"documents": DocumentSource, "warehouse": WarehouseSource, "corpus": CorpusSource}
+# How a record of a ``dataset`` source is read (feedstock.finetune.records), and the fields each schema names.
+DATASET_SCHEMAS: dict[str, tuple[str, ...]] = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations", "system"),
+    "alpaca": ("instruction", "input", "output", "system"),
+    "prompt_response": ("prompt", "response", "system"),
+    "preference": ("prompt", "chosen", "rejected", "system"),
+    "labelstudio": ("prompt", "response", "chosen", "rejected"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Instruction or chat files for the fine-tuning feed: JSONL (plain, .gz, .zst) or Parquet at any fsspec URL.
+
+    ``schema`` says how a record reads (see :data:`DATASET_SCHEMAS`); ``fields`` renames the schema's fields to
+    the file's own (``{prompt: question}``).
+    """
+
+    name: str = _name()
+    uri: str = _text("a path or URL")
+    schema: str = _one_of("messages", *DATASET_SCHEMAS)
+    fields: dict[str, str] = _rule("a mapping of schema fields to field names", factory=dict)
+    format: str = _one_of("jsonl", "jsonl", "json", "parquet")  # also taken from a .parquet/.json suffix
+    id_field: str | None = "id"  # without it a record's id is its file and line
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+    aws_conn_id: str | None = None
+    access_tags: tuple[str, ...] = ()
+    kind: str = field(default="dataset", init=False)
+
+    def __post_init__(self) -> None:
+        where = f"source '{self.name}'"
+        _check_fields(self, where)
+        _reject_unknown(self.fields, DATASET_SCHEMAS[self.schema], f"{where}: field 'fields'", noun="key")
+
+
+Source = DocumentSource | WarehouseSource | CorpusSource | DatasetSource
+_KINDS: dict[str, type] = {
+    "documents": DocumentSource,
+    "warehouse": WarehouseSource,
+    "corpus": CorpusSource,
+    "dataset": DatasetSource,
+}
 
 
 @dataclass(frozen=True)
@@ -398,10 +451,23 @@ _STAGE_OPTIONS: dict[str, dict[str, Any]] = {
         ("gopher_repetition", "gopher_quality", "c4", "fineweb"), dict[str, Any] | bool | None
     ),
     "pii": {"types": list[str] | None},
-    "decontamination": {"eval_sets": list[str], "ngram": int, "fields": list[str] | None},
+    "decontamination": {"eval_sets": list[str], "ngram": int, "fields": list[str] | None, "min_words": int},
     "tokenizer": {"kind": str, "name": str, "threads": int, "path": str, "eos_token": str | None},
 }
 _TOKENIZER_OPTIONS = {"tiktoken": {"kind", "name", "threads"}, "huggingface": {"kind", "path", "eos_token"}}
+
+
+def _check_tokenizer(tokenizer: dict[str, Any], where: str) -> None:
+    kind = tokenizer.get("kind", "tiktoken")
+    if kind not in _TOKENIZER_OPTIONS:
+        raise ConfigError(
+            f"{where}: field 'tokenizer': key 'kind' must be tiktoken or huggingface, got {kind!r}"
+        )
+    unknown = [key for key in tokenizer if key not in _TOKENIZER_OPTIONS[kind]]
+    if unknown:
+        raise ConfigError(f"{where}: field 'tokenizer': unknown key '{unknown[0]}' for kind {kind}")
+    if kind == "huggingface" and not tokenizer.get("path"):
+        raise ConfigError(f"{where}: field 'tokenizer': key 'path' is required for kind huggingface")
 
 
 @dataclass(frozen=True)
@@ -445,20 +511,101 @@ class Pretrain:
             values = getattr(self, block)
             if values is not None:
                 _check_mapping(values, options, f"{where}: field '{block}'")
-        kind = self.tokenizer.get("kind", "tiktoken")
-        if kind not in _TOKENIZER_OPTIONS:
-            raise ConfigError(
-                f"{where}: field 'tokenizer': key 'kind' must be tiktoken or huggingface, got {kind!r}"
-            )
-        unknown = [key for key in self.tokenizer if key not in _TOKENIZER_OPTIONS[kind]]
-        if unknown:
-            raise ConfigError(f"{where}: field 'tokenizer': unknown key '{unknown[0]}' for kind {kind}")
-        if kind == "huggingface" and not self.tokenizer.get("path"):
-            raise ConfigError(f"{where}: field 'tokenizer': key 'path' is required for kind huggingface")
+        _check_tokenizer(self.tokenizer, where)
         if self.decontamination is not None and not self.decontamination.get("eval_sets"):
             raise ConfigError(
                 f"{where}: field 'decontamination': key 'eval_sets' is required (a list of paths)"
             )
+
+
+FINETUNE_FORMATS = (
+    "openai_chat",
+    "openai_dpo",
+    "trl_messages",
+    "trl_prompt_completion",
+    "trl_preference",
+    "alpaca",
+    "sharegpt",
+)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class FinetuneQuality:
+    """The fine-tuning feed's quality rules; a threshold set to null switches its rule off."""
+
+    min_tokens: int | None = _rule("a positive integer or null", lambda v: v >= 1, 8)  # the whole example
+    max_tokens: int | None = _rule("a positive integer or null", lambda v: v >= 1, None)
+    min_response_words: int | None = _rule("a positive integer or null", lambda v: v >= 1, 3)
+    repetition: bool = True  # Gopher's repetition rules on the assistant turns
+    prompt_equals_response: bool = True
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'finetune.quality'")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Deita-style selection: the best-scoring examples that are not too like one already chosen, to a budget."""
+
+    budget: float = _rule("a count (>= 1) or a fraction (< 1) above 0", lambda v: v > 0)
+    max_similarity: float = _rule("a number in (0, 1]", lambda v: 0 < v <= 1, 0.9)  # cosine to a chosen one
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'finetune.selection'")
+        if self.budget >= 1 and self.budget != int(self.budget):
+            raise ConfigError(
+                f"config 'finetune.selection': field 'budget' must be a whole count or a fraction below 1, "
+                f"got {self.budget}"
+            )
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """The fine-tuning feed. Every stage can be switched off or tuned; see the README."""
+
+    # default (None): every dataset source and every warehouse source with a finetune template
+    sources: tuple[str, ...] | None = None
+    batch_size: int = _positive_int(1_000)  # records per streamed batch
+    pii: dict[str, Any] | None = field(default_factory=dict)  # types; None = off
+    quality: FinetuneQuality = FinetuneQuality()
+    tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken", "name": "cl100k_base"})
+    max_tokens: int = _positive_int(4_096)  # per example, counted with the tokenizer over every turn
+    truncate: bool = False  # over max_tokens: drop whole turns from the end instead of rejecting
+    exact_dedup: bool = True
+    # on the prompt side; shorter shingles than pretraining's because prompts are short
+    minhash: MinHash | None = MinHash(shingle_size=2, threshold=0.5)
+    decontamination: dict[str, Any] | None = field(default_factory=dict)  # eval_sets, ngram, fields
+    selection: Selection | None = None
+    splits: dict[str, float] = _rule(
+        "a mapping of train, validation and test to fractions that add up to 1, with train",
+        lambda v: (
+            "train" in v
+            and set(v) <= set(SPLITS)
+            and all(0 <= f <= 1 for f in v.values())
+            and abs(sum(v.values()) - 1) < 1e-9
+        ),
+        factory=lambda: {"train": 0.9, "validation": 0.1},
+    )
+    formats: tuple[str, ...] = _rule(
+        f"a non-empty list of {', '.join(FINETUNE_FORMATS[:-1])} or {FINETUNE_FORMATS[-1]}, each once",
+        lambda v: bool(v) and len(set(v)) == len(v) and set(v) <= set(FINETUNE_FORMATS),
+        FINETUNE_FORMATS,
+    )
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        where = "config 'finetune'"
+        _check_fields(self, where)
+        for block in ("pii", "decontamination", "tokenizer"):
+            values = getattr(self, block)
+            if values is not None:
+                _check_mapping(values, _STAGE_OPTIONS[block], f"{where}: field '{block}'")
+        _check_tokenizer(self.tokenizer, where)
+        if self.decontamination is not None:
+            ngram = self.decontamination.get("ngram", 13)
+            if ngram < 1:
+                raise ConfigError(f"{where}: field 'decontamination': key 'ngram' must be >= 1, got {ngram}")
 
 
 @dataclass(frozen=True)
@@ -524,6 +671,7 @@ class Config:
     lake_aws_conn_id: str | None = None
     rag: Rag = Rag()
     pretrain: Pretrain = Pretrain()
+    finetune: Finetune = Finetune()
     serve: Serve = Serve()
     broken: tuple[BrokenSource, ...] = ()  # the entries that could not be parsed, in file order
     # every entry's name, valid or broken, in file order (for source_names); empty: sources, then broken
@@ -540,6 +688,9 @@ class Config:
             unknown = [n for n in getattr(self.pretrain, attr) or () if n not in configured]
             if unknown:
                 raise ConfigError(f"config 'pretrain': field '{attr}' names unknown source '{unknown[0]}'")
+        unknown = [n for n in self.finetune.sources or () if n not in configured]
+        if unknown:
+            raise ConfigError(f"config 'finetune': field 'sources' names unknown source '{unknown[0]}'")
 
     def source(self, name: str) -> Source:
         """The named source; a broken one raises its own one-line error."""
@@ -588,7 +739,7 @@ def load_config(path: str | Path | None = None) -> Config:
     return parse_config({} if raw is None else raw, base_dir=PROJECT_ROOT)
 
 
-_TOP_LEVEL = ("lake", "lake_aws_conn_id", "sources", "validation", "rag", "pretrain", "serve")
+_TOP_LEVEL = ("lake", "lake_aws_conn_id", "sources", "validation", "rag", "pretrain", "finetune", "serve")
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
@@ -627,6 +778,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
         lake_aws_conn_id=raw.get("lake_aws_conn_id"),
         rag=_build(Rag, {**rag, "embedding": embedding}, "config 'rag'"),
         pretrain=_parse_pretrain(_section(raw, "pretrain", "config"), base_dir),
+        finetune=_parse_finetune(_section(raw, "finetune", "config"), base_dir),
         serve=_parse_serve(_section(raw, "serve", "config"), base_dir),
         broken=tuple(broken),
         order=tuple(order),
@@ -698,13 +850,36 @@ def _parse_source(item: Any, index: int, base_dir: Path) -> Source:
 
 def _parse_pretrain(raw: dict[str, Any], base_dir: Path) -> Pretrain:
     values = dict(raw)
-    minhash = values.get("minhash", True)
-    if minhash is None or minhash is False:
-        values["minhash"] = None
-    elif minhash is True:
-        values["minhash"] = MinHash()
-    elif isinstance(minhash, dict):
-        values["minhash"] = _build(MinHash, minhash, "config 'pretrain.minhash'")
+    values["minhash"] = _switch(values.get("minhash", True), MinHash, MinHash(), "config 'pretrain.minhash'")
+    return _build(Pretrain, _stage_blocks(values, base_dir), "config 'pretrain'")
+
+
+def _parse_finetune(raw: dict[str, Any], base_dir: Path) -> Finetune:
+    values = _stage_blocks(dict(raw), base_dir)
+    where = "config 'finetune'"
+    values["minhash"] = _switch(values.get("minhash", True), MinHash, Finetune().minhash, f"{where}.minhash")
+    values["selection"] = _switch(values.get("selection"), Selection, None, f"{where}.selection")
+    values["quality"] = _switch(
+        values.get("quality", True), FinetuneQuality, FinetuneQuality(), f"{where}.quality"
+    )
+    if values["quality"] is None:  # quality: false switches every rule off
+        values["quality"] = FinetuneQuality(None, None, None, False, False)
+    return _build(Finetune, values, where)
+
+
+def _switch(value: Any, cls: type, default: Any, where: str) -> Any:
+    """A block that may be a mapping (its settings), true (the defaults) or false/null (off)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return default if default is not None else cls()
+    if isinstance(value, dict):
+        return _build(cls, value, where)
+    return value  # the wrong type: the dataclass names the field
+
+
+def _stage_blocks(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The option blocks the pretraining and fine-tuning feeds share: switches and paths made absolute."""
     for block in ("language", "pii", "decontamination"):  # false switches a stage off, like null
         if values.get(block) is False:
             values[block] = None
@@ -716,7 +891,7 @@ def _parse_pretrain(raw: dict[str, Any], base_dir: Path) -> Pretrain:
     if isinstance(decontamination, dict) and _conforms(decontamination.get("eval_sets"), list[str]):
         resolved = [resolve_uri(p, base_dir) for p in decontamination["eval_sets"]]
         values["decontamination"] = {**decontamination, "eval_sets": resolved}
-    return _build(Pretrain, values, "config 'pretrain'")
+    return values
 
 
 def resolve_uri(uri: str, base_dir: Path = PROJECT_ROOT) -> str:

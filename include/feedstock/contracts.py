@@ -61,6 +61,21 @@ PRETRAIN_DOCUMENTS = pa_schema.DataFrameSchema(
     coerce=False,
 )
 
+# The fine-tuning feed's examples after the per-example stages, before dedup, selection and split.
+FINETUNE_EXAMPLES = pa_schema.DataFrameSchema(
+    {
+        "example_id": pa_schema.Column(str, pa_schema.Check.str_matches(r"^[0-9a-f]{24}$"), unique=True),
+        "source": pa_schema.Column(str, pa_schema.Check.str_matches(r"^[a-z][a-z0-9_]*$")),
+        "record_id": pa_schema.Column(str, pa_schema.Check.str_matches(r"^[a-z][a-z0-9_]*/.+")),
+        "kind": pa_schema.Column(str, pa_schema.Check.isin(["sft", "preference"])),
+        "tokens": pa_schema.Column(int, pa_schema.Check.ge(1)),
+        "score": pa_schema.Column("float32", pa_schema.Check.ge(0)),
+    },
+    name="finetune.examples",
+    strict=False,
+    coerce=False,
+)
+
 
 def bronze_warehouse(key: str) -> pa_schema.DataFrameSchema:
     """Rows of a warehouse table: a present, unique key and a known operation."""

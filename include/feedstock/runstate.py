@@ -35,3 +35,19 @@ def unchanged(lake: Lake, feed: str, fingerprint: str) -> str | None:
 
 def record(lake: Lake, feed: str, fingerprint: str, release: Any, run_id: str) -> None:
     lake.write_json(state_uri(lake, feed), {"fingerprint": fingerprint, "release": release, "run_id": run_id})
+
+
+def has_release(lake: Lake, table: str, number: int) -> bool:
+    """Whether ``table`` already holds rows of release ``number`` (a retried release skips that commit)."""
+    import pyarrow.dataset as ds
+
+    dataset = lake.dataset(table)
+    return dataset is not None and dataset.count_rows(filter=ds.field("release") == number) > 0
+
+
+def release_run(lake: Lake, table: str, number: int) -> str | None:
+    """The run id whose commit to ``table`` (a feed's publishing table) published release ``number``."""
+    for entry in lake.history(table):
+        if (entry.get("stats") or {}).get("release") == number:
+            return (entry.get("produced_by") or {}).get("run_id")
+    return None

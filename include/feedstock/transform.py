@@ -11,6 +11,9 @@ two tables of schema ``bronze`` in the run's DuckDB file, which dbt declares as 
   rendered through it (``doc_id`` = ``<source>/<key>``; a row deleted at the source, or no longer matching the
   template's ``where``, is a tombstone): ``doc_id, source, uri, title, text, mime_type, content_hash,
   ingested_at, is_deleted, access_tags``.
+- ``bronze.warehouse_conversations``: one row per row of every ``warehouse`` source with a ``finetune`` template,
+  rendered through it: ``record_id`` (``<source>/<key>``), ``source, system, prompt, response, content_hash,
+  is_deleted`` (deleted at the source, or no longer matching the template's ``where``).
 
 So adding, renaming or removing a source is an edit of the YAML file and nothing else. A source that is no longer
 configured is not landed, so its documents leave the feeds like deleted ones; its bronze tables stay in the lake
@@ -42,6 +45,12 @@ WAREHOUSE_DDL = """create table bronze.warehouse_documents (
 )"""
 
 
+CONVERSATIONS_DDL = """create table bronze.warehouse_conversations (
+    record_id varchar, source varchar, system varchar, prompt varchar, response varchar, content_hash varchar,
+    is_deleted boolean
+)"""
+
+
 def bronze_table(source: DocumentSource | WarehouseSource) -> str:
     return f"bronze.{'documents' if isinstance(source, DocumentSource) else 'warehouse'}.{source.name}"
 
@@ -51,7 +60,7 @@ def feed_sources(config: Config, names: set[str] | None = None) -> list[Document
     return [
         s
         for s in config.sources
-        if (isinstance(s, DocumentSource) or (isinstance(s, WarehouseSource) and s.document))
+        if (isinstance(s, DocumentSource) or (isinstance(s, WarehouseSource) and (s.document or s.finetune)))
         and (names is None or s.name in names)
     ]
 
@@ -83,8 +92,10 @@ def land(config: Config, lake: Lake, duckdb_file: str, pins: list[str]) -> dict[
             "create schema if not exists bronze",
             "drop table if exists bronze.documents",
             "drop table if exists bronze.warehouse_documents",
+            "drop table if exists bronze.warehouse_conversations",
             DOCUMENTS_DDL,
             WAREHOUSE_DDL,
+            CONVERSATIONS_DDL,
         ):
             con.execute(statement).fetchall()  # duckdb 2 keeps a result open until it is fetched
         for source in feed_sources(config):
@@ -101,7 +112,10 @@ def land(config: Config, lake: Lake, duckdb_file: str, pins: list[str]) -> dict[
                     {"tags": list(source.access_tags)},
                 ).fetchall()
             else:
-                _render(con, source)
+                if source.document:
+                    _render(con, source)
+                if source.finetune:
+                    _render_conversations(con, source)
             con.unregister("landing")
             counts[source.name] = _rows(con, source) - before
     finally:
@@ -110,10 +124,15 @@ def land(config: Config, lake: Lake, duckdb_file: str, pins: list[str]) -> dict[
 
 
 def _rows(con, source) -> int:
-    table = "documents" if isinstance(source, DocumentSource) else "warehouse_documents"
-    return con.execute(f"select count(*) from bronze.{table} where source = ?", [source.name]).fetchall()[0][
-        0
-    ]
+    tables = (
+        ["documents"]
+        if isinstance(source, DocumentSource)
+        else ["warehouse_documents", "warehouse_conversations"]
+    )
+    return sum(
+        con.execute(f"select count(*) from bronze.{table} where source = ?", [source.name]).fetchall()[0][0]
+        for table in tables
+    )
 
 
 def _render(con, source: WarehouseSource) -> None:
@@ -143,6 +162,32 @@ def _render(con, source: WarehouseSource) -> None:
     except Exception as exc:  # duckdb's Binder/Parser errors: a template names a column that does not exist
         first = str(exc).splitlines()[0]
         raise ConfigError(f"source '{source.name}': field 'document': {first}") from None
+
+
+def _render_conversations(con, source: WarehouseSource) -> None:
+    """Render one warehouse source's rows through its ``finetune`` template (system, prompt, response)."""
+    template = source.finetune or {}
+    system = render_template(template["system"]) if template.get("system") else "null"
+    prompt, response = render_template(template["prompt"]), render_template(template["response"])
+    live = f"({template['where']})" if template.get("where") else "true"
+    key = _quote(source.key)
+    sql = f"""
+        insert into bronze.warehouse_conversations
+        select
+            $source || '/' || cast({key} as varchar) as record_id,
+            $source as source,
+            {system} as system,
+            {prompt} as prompt,
+            {response} as response,
+            md5(coalesce({system}, '') || chr(0) || {prompt} || chr(0) || {response}) as content_hash,
+            _op = 'delete' or not coalesce({live}, false) as is_deleted
+        from landing
+    """
+    try:
+        con.execute(sql, {"source": source.name}).fetchall()
+    except Exception as exc:  # duckdb's Binder/Parser errors: a template names a column that does not exist
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"source '{source.name}': field 'finetune': {first}") from None
 
 
 def render_template(template: str) -> str:

@@ -79,7 +79,7 @@ def check_trainer_formats(folder: Path, p: dict) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     from feedstock.pretrain.formats import in_validation
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer({"kind": "tiktoken", "name": "cl100k_base"})
     eos = [tokenizer.eos_id]
@@ -244,7 +244,7 @@ def test_corpus_and_lake_on_s3(pretrain_project, s3, tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
     from megatron.core.datasets.object_storage_utils import ObjectStorageConfig
 
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     cache = ObjectStorageConfig(path_to_idx_cache=str(tmp_path / "idx-cache"), bin_chunk_nbytes=4096)
     megatron = IndexedDataset(

@@ -6,9 +6,9 @@ documents exported from the dbt mart. Compressed ``.gz`` and ``.zst`` files cann
 each. A shard's ``version`` comes from the file's size and modification time (or ETag), so a shard that was
 already processed with the same configuration is recognised and skipped.
 
-:func:`read_batches` yields lists of :class:`~feedstock.pretrain.steps.Document` of at most ``batch_size``;
+:func:`read_batches` yields lists of :class:`~feedstock.stages.steps.Document` of at most ``batch_size``;
 memory is bounded by the batch, not by the shard. Records that cannot become a document (invalid JSON, no
-text) are yielded as :class:`~feedstock.pretrain.steps.Drop` with reason ``read:<why>``. A file that cannot be
+text) are yielded as :class:`~feedstock.stages.steps.Drop` with reason ``read:<why>``. A file that cannot be
 read at all raises :class:`ShardUnreadable`; the caller quarantines the whole shard.
 """
 
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from feedstock.config import CorpusSource
 from feedstock.documents.ingest import list_files
 from feedstock.lake import Lake, filesystem
-from feedstock.pretrain.steps import Document, Drop
+from feedstock.stages.steps import Document, Drop
 
 MB = 1024 * 1024
 
@@ -67,7 +67,7 @@ class Shard:
         return cls(**value)
 
 
-def _version(file: dict[str, Any]) -> str:
+def file_version(file: dict[str, Any]) -> str:
     return hashlib.sha256(f"{file['size']}\0{file['modified_at']}".encode()).hexdigest()[:16]
 
 
@@ -83,7 +83,7 @@ def list_shards(source: CorpusSource, lake: Lake) -> list[Shard]:
             "uri": file["uri"],
             "relative": file["relative"],
             "format": fmt,
-            "version": _version(file),
+            "version": file_version(file),
             "text_field": source.text_field,
             "id_field": source.id_field,
         }
@@ -137,7 +137,7 @@ def _jsonl_batches(shard: Shard, lake: Lake, batch_size: int) -> Iterator[list[D
     fs, path = filesystem(shard.uri, lake.s3)
     with fs.open(path, "rb") as raw:
         if shard.relative.endswith((".gz", ".zst")):
-            lines = _numbered(_decompressed_lines(raw, shard))
+            lines = _numbered(decompressed_lines(raw, shard.relative))
         else:
             lines = _byte_range_lines(raw, shard.start, shard.end)
         batch: list[Document | Drop] = []
@@ -151,8 +151,9 @@ def _jsonl_batches(shard: Shard, lake: Lake, batch_size: int) -> Iterator[list[D
             yield batch
 
 
-def _decompressed_lines(raw: Any, shard: Shard) -> Iterator[bytes]:
-    if shard.relative.endswith(".gz"):
+def decompressed_lines(raw: Any, name: str) -> Iterator[bytes]:
+    """The lines of a ``.gz`` or ``.zst`` file (``name`` says which), decompressed as they are read."""
+    if name.endswith(".gz"):
         stream: Any = gzip.GzipFile(fileobj=raw)
     else:
         import zstandard

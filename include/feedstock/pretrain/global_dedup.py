@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from feedstock.config import Config
 from feedstock.lake import Lake
-from feedstock.pretrain import dedup
 from feedstock.pretrain.tables import DOCS_SCHEMA, DOCUMENTS
 from feedstock.pretrain.workspace import run_dir
+from feedstock.stages import dedup
 
 
 def _docs_files(lake: Lake, results: list[dict[str, Any]]) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 
-from feedstock.pretrain.steps import Document, Filter
+from feedstock.stages.steps import Document, Filter
 
 COMMON = (
     "en",

@@ -38,7 +38,7 @@ def write_shard(
     import duckdb
     import pyarrow.dataset as ds
 
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     p = config.pretrain
     tokenizer = load_tokenizer(p.tokenizer)

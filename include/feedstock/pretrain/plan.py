@@ -54,7 +54,7 @@ def prepare(config: Config, lake: Lake, duckdb_file: str | None = None) -> dict[
     the configuration are those of the last finished run: the run then has nothing to do.
     """
     from feedstock import runstate, transform
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     try:
         load_tokenizer(config.pretrain.tokenizer)  # a bad tokenizer fails here, before any work

@@ -24,17 +24,17 @@ import xxhash
 from feedstock import contracts
 from feedstock.config import Config
 from feedstock.lake import Lake
-from feedstock.pretrain import dedup
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
 from feedstock.pretrain.scan import _boilerplate_for
-from feedstock.pretrain.steps import Document, Drop, Step, run_steps
 from feedstock.pretrain.tables import DOCS_SCHEMA, REJECT_SCHEMA
 from feedstock.pretrain.workspace import work_dir
+from feedstock.stages import dedup
+from feedstock.stages.steps import Document, Drop, Step, run_steps
 
 
 def build_steps(config: Config, boilerplate: dict[str, set[int]]) -> list[Step]:
-    from feedstock.pretrain.normalize import Normalizer
-    from feedstock.pretrain.quality import build_filters
+    from feedstock.stages.normalize import Normalizer
+    from feedstock.stages.quality import build_filters
 
     p = config.pretrain
     steps: list[Step] = [Normalizer(**p.normalize, boilerplate=boilerplate)]
@@ -44,11 +44,11 @@ def build_steps(config: Config, boilerplate: dict[str, set[int]]) -> list[Step]:
         steps.append(LanguageFilter(**p.language))
     steps += build_filters(p.quality)
     if p.pii is not None:
-        from feedstock.pretrain.pii import PiiRedactor
+        from feedstock.stages.pii import PiiRedactor
 
         steps.append(PiiRedactor(**p.pii))
     if p.decontamination:
-        from feedstock.pretrain.decontam import Decontaminator
+        from feedstock.stages.decontam import Decontaminator
 
         steps.append(Decontaminator(**p.decontamination))
     return steps

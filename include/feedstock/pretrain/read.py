@@ -72,7 +72,7 @@ def _find(rows: list[dict[str, Any]], shard: int | str, fmt: str | None, number:
 
 
 def _tokenizer(row: dict[str, Any]):
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     if row["tokenizer"] in ("cl100k_base", "o200k_base"):
         return load_tokenizer({"kind": "tiktoken", "name": row["tokenizer"]})

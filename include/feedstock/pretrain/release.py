@@ -20,11 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from feedstock import contracts
+from feedstock import contracts, runstate
 from feedstock.config import Config
 from feedstock.errors import ReleaseConflict
 from feedstock.lake import Commit, Lake, filesystem
-from feedstock.pretrain import dedup
 from feedstock.pretrain.card import data_card
 from feedstock.pretrain.corpus import Shard
 from feedstock.pretrain.formats import publish_files
@@ -40,6 +39,7 @@ from feedstock.pretrain.tables import (
     RELEASE_SCHEMA,
 )
 from feedstock.pretrain.workspace import release_dir, run_dir
+from feedstock.stages import dedup
 
 
 def _merge_stats(results: list[dict[str, Any]]) -> dict[str, Counter]:
@@ -70,7 +70,7 @@ def release(
     number = prepared["release"]
     published = previous_releases(lake)
     if published and published[-1] >= number:
-        if _release_run(lake, number) != produced_by.get("run_id"):
+        if runstate.release_run(lake, RELEASE, number) != produced_by.get("run_id"):
             raise ReleaseConflict(
                 f"release {published[-1]} was published by another run while this one ran; clear this run to "
                 f"build release {published[-1] + 1} on top of it"
@@ -149,9 +149,9 @@ def release(
     lake.write_json(posixpath.join(out, "stats.json"), stats)
     # No multi-table transaction: each table is committed once per release (a retry skips what is there), and
     # pretrain.release, the publishing commit, goes last.
-    if documents.num_rows and not _has_release(lake, DOCUMENTS, number):
+    if documents.num_rows and not runstate.has_release(lake, DOCUMENTS, number):
         lake.append(DOCUMENTS, documents, commit)
-    if not _has_release(lake, REJECTS, number):
+    if not runstate.has_release(lake, REJECTS, number):
         lake.append(REJECTS, rejects if rejects.num_rows else _empty_rejects(number), commit)
     rows = pa.Table.from_pylist(
         [
@@ -167,7 +167,7 @@ def release(
         ],
         schema=RELEASE_SCHEMA,
     )
-    if not _has_release(lake, RELEASE, number):
+    if not runstate.has_release(lake, RELEASE, number):
         lake.append(RELEASE, rows, commit)
     _clean_up(config, lake, run_key, results)
     return {**stats, "released": True}
@@ -181,21 +181,6 @@ def _clean_up(config: Config, lake: Lake, run_key: str, results: list[dict[str, 
         if r["shard"]["format"] == "mart":
             lake.clear(posixpath.dirname(r["shard"]["uri"]))
     lake.clear(run_dir(lake, run_key))
-
-
-def _has_release(lake: Lake, name: str, number: int) -> bool:
-    import pyarrow.dataset as ds
-
-    dataset = lake.dataset(name)
-    return dataset is not None and dataset.count_rows(filter=ds.field("release") == number) > 0
-
-
-def _release_run(lake: Lake, number: int) -> str | None:
-    """The run id that published release ``number``."""
-    for entry in lake.history(RELEASE):
-        if (entry.get("stats") or {}).get("release") == number:
-            return (entry.get("produced_by") or {}).get("run_id")
-    return None
 
 
 def _empty_rejects(number: int) -> pa.Table:

@@ -21,14 +21,14 @@ import pyarrow as pa
 from feedstock.config import Config
 from feedstock.lake import Lake
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
-from feedstock.pretrain.steps import Document
 from feedstock.pretrain.workspace import run_dir
+from feedstock.stages.steps import Document
 
 LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
 
 
 def _boilerplate_options(config: Config) -> tuple[int, int]:
-    from feedstock.pretrain.normalize import BOILERPLATE_MIN_CHARS, BOILERPLATE_MIN_DOCS
+    from feedstock.stages.normalize import BOILERPLATE_MIN_CHARS, BOILERPLATE_MIN_DOCS
 
     options = config.pretrain.normalize
     min_docs = options.get("boilerplate_min_docs", BOILERPLATE_MIN_DOCS)
@@ -46,7 +46,7 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
 
     Counts are written per batch and summed across shards by :func:`boilerplate`, so memory stays bounded.
     """
-    from feedstock.pretrain.normalize import line_key
+    from feedstock.stages.normalize import line_key
 
     shard = Shard.from_dict(shard_dict)
     min_docs, min_chars = _boilerplate_options(config)

@@ -14,7 +14,7 @@ import zstandard
 from feedstock.config import CorpusSource
 from feedstock.lake import Lake
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, list_shards, read_batches
-from feedstock.pretrain.steps import Document, Drop
+from feedstock.stages.steps import Document, Drop
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_overlapping_runs_cannot_publish_the_same_release(corpus_config):
 def test_the_stage_boundary_contract_sets_bad_documents_aside():
     from collections import Counter
 
-    from feedstock.pretrain.steps import Document
+    from feedstock.stages.steps import Document
 
     stats: dict[str, Counter] = {}
     drops: list = []

@@ -78,7 +78,7 @@ def test_decode_reads_a_release_written_before_formats(tmp_path):
     from feedstock.lake import Commit, Lake
     from feedstock.pretrain.read import decode
     from feedstock.pretrain.tables import RELEASE
-    from feedstock.pretrain.tokenize import load_tokenizer
+    from feedstock.stages.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer({"kind": "tiktoken", "name": "cl100k_base"})
     texts = ["The first document.", "A second, longer document of the old release."]

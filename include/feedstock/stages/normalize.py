@@ -20,7 +20,7 @@ from collections import Counter
 import ftfy
 import xxhash
 
-from feedstock.pretrain.steps import Document, Step
+from feedstock.stages.steps import Document, Step
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from feedstock.pretrain.normalize import Normalizer, clean_text, line_key
-from feedstock.pretrain.steps import Document
+from feedstock.stages.normalize import Normalizer, clean_text, line_key
+from feedstock.stages.steps import Document
 
 BOILER = "Subscribe to our newsletter for weekly updates"
 SHORT = "Share this"

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from feedstock.config import MinHash
-from feedstock.pretrain.dedup import (
+from feedstock.stages.dedup import (
     MinHasher,
     estimated_jaccard,
     exact_hashes,

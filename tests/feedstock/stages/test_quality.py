@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from feedstock.pretrain.quality import (
+from feedstock.stages.quality import (
     FILTERS,
     C4QualityFilter,
     FineWebQualityFilter,
@@ -14,7 +14,7 @@ from feedstock.pretrain.quality import (
     GopherRepetitionFilter,
     build_filters,
 )
-from feedstock.pretrain.steps import Document, Drop, run_steps
+from feedstock.stages.steps import Document, Drop, run_steps
 
 GOOD = """\
 The city council met on Tuesday evening to discuss the new budget for public libraries. Several residents \

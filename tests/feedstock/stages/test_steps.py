@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from feedstock.pretrain.steps import Document, Drop, Filter, Step, run_steps
+from feedstock.stages.steps import Document, Drop, Filter, Step, run_steps
 
 
 class Banned(Filter):

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from feedstock.pretrain.pii import PII_TYPES, PLACEHOLDERS, PiiRedactor, redact
-from feedstock.pretrain.steps import Document, run_steps
+from feedstock.stages.pii import PII_TYPES, PLACEHOLDERS, PiiRedactor, redact
+from feedstock.stages.steps import Document, run_steps
 
 # Token-shaped fixtures are assembled from pieces so secret scanners on the repository do not flag this file;
 # they are fake (random characters in the documented formats).

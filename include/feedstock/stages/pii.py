@@ -23,7 +23,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from feedstock.pretrain.steps import Document, Step
+from feedstock.stages.steps import Document, Step
 
 __all__ = ["PII_TYPES", "PLACEHOLDERS", "PiiRedactor", "redact"]
 

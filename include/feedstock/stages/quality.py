@@ -1,6 +1,6 @@
 """The quality stage: published heuristic document filters for pretraining text.
 
-Contract: the input is one :class:`~feedstock.pretrain.steps.Document`; the output is the document kept, or
+Contract: the input is one :class:`~feedstock.stages.steps.Document`; the output is the document kept, or
 dropped with the reason ``quality:<rule>``, one reason per rule family:
 
 - ``quality:gopher_repetition``: Gopher's repetition rules (Rae et al. 2021, Appendix A, table A1): duplicated
@@ -35,7 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from feedstock.pretrain.steps import Document, Filter
+from feedstock.stages.steps import Document, Filter
 
 # Word tokens as NLTK would keep them whole; _TOKEN also yields punctuation runs, which NLTK counts as tokens.
 _WORD = re.compile(r"\w+(?:['’.\-]\w+)*")

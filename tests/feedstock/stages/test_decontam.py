@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from feedstock.pretrain.decontam import Decontaminator
-from feedstock.pretrain.steps import Document
+from feedstock.stages.decontam import Decontaminator
+from feedstock.stages.steps import Document
 
 QUESTION = "What is the name of the river that flows through the old capital city of the northern province"
 ANSWER = "The answer is the Silverbrook river which rises in the eastern hills"

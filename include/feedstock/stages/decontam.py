@@ -1,0 +1,90 @@
+"""Decontamination: drop documents that share a long word n-gram with an evaluation set.
+
+The evaluation sets are local files or fsspec URLs: JSONL (the ``text_field`` of each record, default
+``text``; with ``fields`` several fields are joined, e.g. question and answer) or plain text (one item per
+line). Their n-grams (``ngram`` words, default 13 as in GPT-3's decontamination; words lowercased without
+punctuation, the same tokenization as fuzzy dedup) are hashed once per shard task; a document with any n-gram
+in that set is dropped with ``decontamination:<eval set file stem>``.
+
+Items shorter than ``ngram`` words (a question of eight words) have no such n-gram. With ``min_words`` below
+``ngram``, an item of at least ``min_words`` words is matched whole instead: a document holding all its words in a
+row is contaminated. YAML files (the RAG golden sets) are lists of mappings; their ``question`` is the item when
+none of ``fields`` is there.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+
+import numpy as np
+
+from feedstock.lake import filesystem
+from feedstock.stages.dedup import shingle_hashes, words
+from feedstock.stages.steps import Document, Step
+
+
+def _items(uri: str, fields: list[str]) -> list[str]:
+    fs, path = filesystem(uri)
+    with fs.open(path, "r", encoding="utf-8") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        records = yaml.safe_load("\n".join(lines)) or []
+        items = []
+        for record in records if isinstance(records, list) else []:
+            if isinstance(record, dict):
+                present = [f for f in fields if record.get(f) is not None] or ["question"]
+                items.append(" ".join(str(record[f]) for f in present if record.get(f) is not None))
+        return items
+    if not path.endswith((".jsonl", ".json")):
+        return lines
+    items = []
+    for line in lines:
+        record = json.loads(line)
+        items.append(" ".join(str(record[f]) for f in fields if record.get(f) is not None))
+    return items
+
+
+class Decontaminator(Step):
+    stage = "decontamination"
+
+    def __init__(
+        self,
+        eval_sets: list[str],
+        ngram: int = 13,
+        fields: list[str] | None = None,
+        min_words: int | None = None,
+    ):
+        self.ngram = ngram
+        shortest = min(min_words or ngram, ngram)
+        # per eval set: {n-gram length: hashes}; long items give ngram-grams, short ones one gram of their length
+        self.sets: list[tuple[str, dict[int, np.ndarray]]] = []
+        for uri in eval_sets:
+            name = posixpath.basename(uri).split(".")[0]
+            by_length: dict[int, list[list[str]]] = {}
+            for item in (words(t) for t in _items(uri, fields or ["text"])):
+                if len(item) >= shortest:
+                    by_length.setdefault(min(len(item), ngram), []).append(item)
+            grams = {n: np.unique(shingle_hashes(items, n)[0]) for n, items in by_length.items()}
+            self.sets.append((name, grams))
+
+    def matches(self, text: str) -> str | None:
+        """The name of the first eval set ``text`` shares an n-gram (or a whole short item) with."""
+        tokens = words(text)
+        hashes: dict[int, np.ndarray] = {}
+        for name, grams in self.sets:
+            for n, contaminated in grams.items():
+                if len(tokens) < n:
+                    continue
+                if n not in hashes:
+                    hashes[n] = shingle_hashes([tokens], n)[0]
+                if np.isin(hashes[n], contaminated).any():
+                    return name
+        return None
+
+    def process(self, doc: Document, stats: Counter) -> str | None:
+        name = self.matches(doc.text)
+        return None if name is None else f"decontamination:{name}"
