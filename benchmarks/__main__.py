@@ -9,6 +9,7 @@ from pathlib import Path
 from benchmarks import (
     bench_celery,
     bench_embeddings,
+    bench_finetune,
     bench_formats,
     bench_ingest,
     bench_pretrain,
@@ -27,6 +28,7 @@ SUITES = {
     "ann": bench_rag.run_million,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,
+    "finetune": bench_finetune.run,
     "formats": bench_formats.run,
     "serving": bench_serving.run,
     "quiet": bench_quiet.run,

@@ -44,7 +44,7 @@ def test_the_shipped_config_loads_and_points_at_the_sample_data():
     assert isinstance(handbook, DocumentSource)
     assert handbook.uri.endswith("include/sample_data/handbook")
     assert handbook.access_tags == ("internal",)
-    assert {s.kind for s in config.sources} == {"documents", "warehouse", "corpus"}
+    assert {s.kind for s in config.sources} == {"documents", "warehouse", "corpus", "dataset"}
     assert config.source("crawl").uri.endswith("include/sample_data/corpus")
     assert config.broken == ()
     assert config.source_names("warehouse") == ["tickets", "products"]

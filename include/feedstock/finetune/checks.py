@@ -7,7 +7,7 @@ Each is a :class:`~feedstock.stages.steps.Step` over :class:`~feedstock.finetune
    ``assistant`` (a preference prompt ends with ``user`` and its answers are assistant turns); every content is
    non-empty text and valid UTF-8. Rules: ``no_messages``, ``content_not_text``, ``empty_content``,
    ``invalid_utf8``, ``system_not_first``, ``first_not_user``, ``roles_not_alternating``, ``last_not_assistant``,
-   ``prompt_not_ending_with_user``, ``answer_not_assistant``. Nothing is repaired.
+   ``prompt_not_ending_with_user``, ``answer_not_one_assistant_turn``. Nothing is repaired.
 2. :class:`PiiStep` (``pii``): the pretraining feed's redaction (:func:`feedstock.stages.pii.redact`) on every
    message; never drops.
 3. :class:`QualityCheck` (``quality``): ``too_few_tokens``, ``too_many_tokens``, ``response_too_short`` (words),
@@ -74,8 +74,8 @@ class FormatCheck(Step):
             if body[-1] != "user":
                 return "prompt_not_ending_with_user"
             for answer in (example.chosen, example.rejected):
-                if not answer or any(turn["role"] != "assistant" for turn in answer):
-                    return "answer_not_assistant"
+                if not answer or len(answer) != 1 or answer[0]["role"] != "assistant":
+                    return "answer_not_one_assistant_turn"  # what OpenAI's DPO and TRL's pairs hold
         elif body[-1] != "assistant":
             return "last_not_assistant"
         return None

@@ -220,7 +220,7 @@ def _mart_batches(
             "select record_id, messages from main.finetune_conversations where source = ? and not is_deleted "
             "order by record_id",
             [source.name],
-        ).fetch_record_batch(batch_size)
+        ).to_arrow_reader(batch_size)
         for batch in reader:
             yield [make_example(source.name, row["record_id"], row["messages"]) for row in batch.to_pylist()]
     finally:

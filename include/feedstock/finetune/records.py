@@ -226,8 +226,9 @@ def _example(source: DatasetSource, record: Any, fallback: str) -> Example | Dro
     if isinstance(record, RecordError):
         return Drop(fallback, source.name, "format", f"format:{record}")
     identifier = record.get(source.id_field) if isinstance(record, dict) and source.id_field else None
-    if isinstance(record, dict) and source.schema == "labelstudio" and identifier is None:
-        identifier = record.get("id")
+    if source.schema == "labelstudio" and isinstance(record, dict) and isinstance(record.get("data"), dict):
+        # the id the reviewed record had when its task was written, else Label Studio's task id
+        identifier = record["data"].get(source.id_field or "id") or identifier
     record_id = f"{source.name}/{identifier}" if identifier not in (None, "") else fallback
     try:
         if source.schema == "labelstudio":
