@@ -127,7 +127,9 @@ def feed_main(work: Path) -> dict:
     curated = feed.curate(config, lake, RUN, results)
     seconds["curate"] = time.perf_counter() - start
     start = time.perf_counter()
-    stats = feed.release(config, lake, prepared, curated, {"dag_id": "bench", "task_id": "bench", "run_id": RUN})
+    stats = feed.release(
+        config, lake, prepared, curated, {"dag_id": "bench", "task_id": "bench", "run_id": RUN}
+    )
     seconds["release"] = time.perf_counter() - start
     keys = ("examples_in", "examples_published", "examples_rejected", "rejects_by_reason", "pii", "splits")
     return {
@@ -246,8 +248,10 @@ def raw_main(work: Path) -> dict:
                 t = clock()
                 record = json.loads(line)
                 roles = [m["role"] for m in record["messages"] if m["role"] != "system"]
-                ok = roles and roles[-1] == "assistant" and all(
-                    r == ("user", "assistant")[i % 2] for i, r in enumerate(roles)
+                ok = (
+                    roles
+                    and roles[-1] == "assistant"
+                    and all(r == ("user", "assistant")[i % 2] for i, r in enumerate(roles))
                 )
                 took["read"] += clock() - t
                 if ok:
@@ -317,14 +321,19 @@ def raw_main(work: Path) -> dict:
     split = {}
     for i in np.nonzero(alive)[0]:
         head = ids[group_head[int(component[i])]]
-        split[i] = "validation" if xxhash.xxh3_64_intdigest(f"42\0{head}".encode()) / 2**64 >= 0.9 else "train"
+        split[i] = (
+            "validation" if xxhash.xxh3_64_intdigest(f"42\0{head}".encode()) / 2**64 >= 0.9 else "train"
+        )
     took["split"] += clock() - t
 
     t = clock()
     with (work / "raw-out.jsonl").open("w", encoding="utf-8") as out:
         for i in order:
             if alive[i]:
-                out.write(json.dumps({"messages": kept[i]["messages"], "split": split[i]}, ensure_ascii=False) + "\n")
+                out.write(
+                    json.dumps({"messages": kept[i]["messages"], "split": split[i]}, ensure_ascii=False)
+                    + "\n"
+                )
     took["write"] += clock() - t
     total = sum(took.values())
     core = sum(took[k] for k in ("setup", "read", "pii", "tokenize", "minhash_exact", "dedup", "write"))
@@ -394,10 +403,14 @@ def _jaccard_summary(pairs: dict[str, str], prompts: dict[str, str], status: dic
 
     values, caught = [], []
     for copy, original in pairs.items():
-        if any(s != "published" and not s.startswith("dedup:") for s in (status.get(copy), status.get(original))):
+        if any(
+            s != "published" and not s.startswith("dedup:") for s in (status.get(copy), status.get(original))
+        ):
             continue  # one of them was rejected before dedup (left out of the recall too)
         values.append(_jaccard(_bigrams(prompts[copy]), _bigrams(prompts[original])))
-        caught.append(status.get(copy, "").startswith("dedup:") or status.get(original, "").startswith("dedup:"))
+        caught.append(
+            status.get(copy, "").startswith("dedup:") or status.get(original, "").startswith("dedup:")
+        )
     v, c = np.array(values), np.array(caught)
     out = {"min": round(float(v.min()), 3), "p5": round(float(np.percentile(v, 5)), 3)}
     out["median"] = round(float(np.median(v)), 3)
@@ -456,15 +469,15 @@ def _pii_leaks(release_dir: Path, truth, status: dict[str, str], lake) -> dict:
     def grep(patterns: list[str]) -> Counter:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
             handle.write("\n".join(patterns) + "\n")
-        done = subprocess.run(["grep", "-F", "-o", "-h", "-f", handle.name, *files], capture_output=True, text=True)
+        done = subprocess.run(
+            ["grep", "-F", "-o", "-h", "-f", handle.name, *files], capture_output=True, text=True
+        )
         os.unlink(handle.name)
         if done.returncode not in (0, 1):
             raise RuntimeError(done.stderr)
         return Counter(done.stdout.splitlines())
 
-    published_strings = sum(
-        len(v) for rid, v in truth.pii.items() if status.get(rid) == "published"
-    )
+    published_strings = sum(len(v) for rid, v in truth.pii.items() if status.get(rid) == "published")
     leaks, fragment_hits = grep(full), grep(fragments)
     table = lake.read("finetune.examples", columns=["record_id", "messages"])
     wanted = {f"chats/{rid}": [v for _, v in values] for rid, values in truth.pii.items()}
@@ -652,7 +665,8 @@ def run() -> dict:
         memory = {
             "examples": sizes,
             "input_mb": {
-                k: round(sum(p.stat().st_size for p in (root / k / "data").glob("*.jsonl")) / 1e6, 1) for k in sizes
+                k: round(sum(p.stat().st_size for p in (root / k / "data").glob("*.jsonl")) / 1e6, 1)
+                for k in sizes
             },
             "feed_peak_rss_mb": {k: round(feed_runs[k]["peak_rss_mb"]) for k in sizes},
             "ratio_4x_over_1x": round(feed_runs["4x"]["peak_rss_mb"] / feed_runs["1x"]["peak_rss_mb"], 2),

@@ -39,34 +39,133 @@ from functools import lru_cache
 from pathlib import Path
 
 OPENERS = (
-    "How do I", "How can I", "How should I", "What is the best way to", "Can you explain how to",
-    "Could you help me", "Please explain why", "Why does", "Why would", "When should I",
-    "Is it possible to", "What happens if I", "What is the difference between", "Explain in simple terms how",
-    "Give me three ways to", "Write a short guide on how to", "Summarize how", "Tell me whether",
-    "I am trying to", "I need to", "My team wants to", "We are planning to", "Help me understand how",
-    "Walk me through how to", "Describe how", "List the steps to", "Suggest a way to", "Compare",
-    "In practice, how do people", "From a beginner's point of view, how do you", "Is there a reason to",
-    "What are the risks when you", "What would you recommend to", "Draft an email asking how to",
-    "Write a paragraph about how to", "Outline a plan to", "Which tools let me", "Can I safely",
-    "Should we", "How long does it take to", "What does it mean to", "Where can I learn to",
-    "Any tips on how to", "Quick question: how do I", "Hi! Could you show me how to",
-    "As a teacher, how can I", "For a school project, explain how to", "Give an example of how to",
-    "What mistakes do people make when they", "Rewrite this so it explains how to",
-    "Create a checklist to", "What is a good way to", "How would an expert", "Explain to a child how to",
-    "Why is it hard to", "What should I check before I", "How do professionals", "Propose an experiment to",
-    "What questions should I ask before I", "Teach me to",
+    "How do I",
+    "How can I",
+    "How should I",
+    "What is the best way to",
+    "Can you explain how to",
+    "Could you help me",
+    "Please explain why",
+    "Why does",
+    "Why would",
+    "When should I",
+    "Is it possible to",
+    "What happens if I",
+    "What is the difference between",
+    "Explain in simple terms how",
+    "Give me three ways to",
+    "Write a short guide on how to",
+    "Summarize how",
+    "Tell me whether",
+    "I am trying to",
+    "I need to",
+    "My team wants to",
+    "We are planning to",
+    "Help me understand how",
+    "Walk me through how to",
+    "Describe how",
+    "List the steps to",
+    "Suggest a way to",
+    "Compare",
+    "In practice, how do people",
+    "From a beginner's point of view, how do you",
+    "Is there a reason to",
+    "What are the risks when you",
+    "What would you recommend to",
+    "Draft an email asking how to",
+    "Write a paragraph about how to",
+    "Outline a plan to",
+    "Which tools let me",
+    "Can I safely",
+    "Should we",
+    "How long does it take to",
+    "What does it mean to",
+    "Where can I learn to",
+    "Any tips on how to",
+    "Quick question: how do I",
+    "Hi! Could you show me how to",
+    "As a teacher, how can I",
+    "For a school project, explain how to",
+    "Give an example of how to",
+    "What mistakes do people make when they",
+    "Rewrite this so it explains how to",
+    "Create a checklist to",
+    "What is a good way to",
+    "How would an expert",
+    "Explain to a child how to",
+    "Why is it hard to",
+    "What should I check before I",
+    "How do professionals",
+    "Propose an experiment to",
+    "What questions should I ask before I",
+    "Teach me to",
 )
 CONNECTORS = (
-    "the", "a", "my", "our", "their", "this", "that", "some", "every", "of the", "in the", "on a", "for the",
-    "with", "without", "after", "before", "during", "while", "when", "so that", "because of", "instead of",
-    "between", "across", "into the", "from", "using", "by", "near", "under", "over", "through",
-    "against", "about", "like", "unlike", "around", "within", "beyond", "toward", "despite", "for every",
-    "along with", "and", "or", "but not", "even if",
+    "the",
+    "a",
+    "my",
+    "our",
+    "their",
+    "this",
+    "that",
+    "some",
+    "every",
+    "of the",
+    "in the",
+    "on a",
+    "for the",
+    "with",
+    "without",
+    "after",
+    "before",
+    "during",
+    "while",
+    "when",
+    "so that",
+    "because of",
+    "instead of",
+    "between",
+    "across",
+    "into the",
+    "from",
+    "using",
+    "by",
+    "near",
+    "under",
+    "over",
+    "through",
+    "against",
+    "about",
+    "like",
+    "unlike",
+    "around",
+    "within",
+    "beyond",
+    "toward",
+    "despite",
+    "for every",
+    "along with",
+    "and",
+    "or",
+    "but not",
+    "even if",
 )
 CLOSERS = (
-    "?", "?", "?", ".", "? Keep it short.", "? Please be concise.", "? Thanks!", "? Give an example.",
-    "? Use bullet points.", "? Explain step by step.", "? I am a beginner.", " - any advice?",
-    "? Answer in two sentences.", "? Cite the key idea.", "? What would you do?",
+    "?",
+    "?",
+    "?",
+    ".",
+    "? Keep it short.",
+    "? Please be concise.",
+    "? Thanks!",
+    "? Give an example.",
+    "? Use bullet points.",
+    "? Explain step by step.",
+    "? I am a beginner.",
+    " - any advice?",
+    "? Answer in two sentences.",
+    "? Cite the key idea.",
+    "? What would you do?",
 )
 
 
@@ -77,23 +176,42 @@ def _n_words(text: str) -> int:
 _OPENERS_UP_TO = {k: tuple(o for o in OPENERS if _n_words(o) <= k) for k in range(1, 9)}
 
 SYSTEMS = (
-    "You are a helpful assistant.", "You are a concise technical writer.", "Answer as a patient teacher.",
-    "You are an expert consultant. Be precise.", "Reply in plain English without jargon.",
+    "You are a helpful assistant.",
+    "You are a concise technical writer.",
+    "Answer as a patient teacher.",
+    "You are an expert consultant. Be precise.",
+    "Reply in plain English without jargon.",
 )
 FOLLOW_UPS = (
-    "And what about", "Thanks. Now how would I", "Follow-up: what if", "Could you also cover", "One more thing:",
-    "OK, and how do I", "Great. Why does",
+    "And what about",
+    "Thanks. Now how would I",
+    "Follow-up: what if",
+    "Could you also cover",
+    "One more thing:",
+    "OK, and how do I",
+    "Great. Why does",
 )
 EVAL_OPENERS = (
-    "Which of the following best describes", "According to the passage, why did", "What is the main purpose of",
-    "A student observes that", "In the experiment described, what caused", "Which statement about",
-    "Select the option that explains why", "What would most likely happen if", "Identify the term for",
+    "Which of the following best describes",
+    "According to the passage, why did",
+    "What is the main purpose of",
+    "A student observes that",
+    "In the experiment described, what caused",
+    "Which statement about",
+    "Select the option that explains why",
+    "What would most likely happen if",
+    "Identify the term for",
     "Based on the table, how many",
 )
 EVAL_WRAPPERS = (
-    "Question: {q}", "QUESTION: {q}", "Q: {q}", "Answer the following question.\n{q}",
-    "Here is a question from a quiz:  {q}  What is the answer?", "{q}\nChoose the best answer.",
-    "Please solve:\n\n{q}", "{q}",
+    "Question: {q}",
+    "QUESTION: {q}",
+    "Q: {q}",
+    "Answer the following question.\n{q}",
+    "Here is a question from a quiz:  {q}  What is the answer?",
+    "{q}\nChoose the best answer.",
+    "Please solve:\n\n{q}",
+    "{q}",
 )
 
 _TOKENS = re.compile(r"\S+|\s+")
@@ -151,7 +269,9 @@ def _material() -> tuple[tuple[str, ...], tuple[str, ...]]:
     docs = pretrain_corpus.base_documents()
     frequency: Counter = Counter()
     for doc in docs[:8_000]:  # document frequency: a word of one man page is not vocabulary
-        frequency.update({w.lower() for w in doc["text"].split() if w.isalpha() and w.isascii() and 3 <= len(w) <= 14})
+        frequency.update(
+            {w.lower() for w in doc["text"].split() if w.isalpha() and w.isascii() and 3 <= len(w) <= 14}
+        )
     ranked = [w for w, c in frequency.most_common() if c >= 4]
     vocabulary = tuple(sorted(ranked[300:12_300]))
     paragraphs = []
@@ -307,7 +427,9 @@ class _Gen:
 
     def pii_sentence(self) -> tuple[str, str, str]:
         kind = self.rng.choice(("email", "phone", "iban", "credit_card"))
-        value = {"email": self.email, "phone": self.phone, "iban": self.iban, "credit_card": self.card}[kind]()
+        value = {"email": self.email, "phone": self.phone, "iban": self.iban, "credit_card": self.card}[
+            kind
+        ]()
         lead = {
             "email": ("Write to", "Contact me at", "Send the file to", "My address is"),
             "phone": ("Call me on", "My number is", "Phone", "Reach the office at"),
@@ -322,7 +444,9 @@ class _Gen:
 
 def eval_set(seed: int = 7, size: int = EVAL_SET_SIZE) -> list[dict]:
     gen = _Gen(seed)
-    return [{"id": f"eval-{i:04d}", "question": gen.eval_question(), "answer": gen.answer()} for i in range(size)]
+    return [
+        {"id": f"eval-{i:04d}", "question": gen.eval_question(), "answer": gen.answer()} for i in range(size)
+    ]
 
 
 def generate(n: int, seed: int = 0, evals: list[dict] | None = None) -> tuple[list[dict], Truth]:
@@ -338,7 +462,10 @@ def generate(n: int, seed: int = 0, evals: list[dict] | None = None) -> tuple[li
         messages = []
         if rng.random() < 0.10:
             messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
-        messages += [{"role": "user", "content": gen.prompt()}, {"role": "assistant", "content": gen.answer()}]
+        messages += [
+            {"role": "user", "content": gen.prompt()},
+            {"role": "assistant", "content": gen.answer()},
+        ]
         if rng.random() < 0.15:
             messages += [
                 {"role": "user", "content": gen.follow_up()},
@@ -362,7 +489,10 @@ def generate(n: int, seed: int = 0, evals: list[dict] | None = None) -> tuple[li
                 messages = [
                     {"role": m["role"], "content": gen.edit(m["content"], rate)}
                     if m["role"] == "user"
-                    else {"role": m["role"], "content": gen.answer() if m["role"] == "assistant" else m["content"]}
+                    else {
+                        "role": m["role"],
+                        "content": gen.answer() if m["role"] == "assistant" else m["content"],
+                    }
                     for m in original["messages"]
                 ]
                 (truth.near if kind == "near" else truth.related)[copy_id] = original["id"]
@@ -375,7 +505,9 @@ def generate(n: int, seed: int = 0, evals: list[dict] | None = None) -> tuple[li
         for _ in range(rng.randint(1, 3)):
             kind, value, sentence = gen.pii_sentence()
             answer = next(m for m in record["messages"] if m["role"] == "assistant")
-            answer["content"] = f"{answer['content']} {sentence}" if rng.random() < 0.5 else f"{sentence} {answer['content']}"
+            answer["content"] = (
+                f"{answer['content']} {sentence}" if rng.random() < 0.5 else f"{sentence} {answer['content']}"
+            )
             planted.append((kind, value))
         truth.pii[record["id"]] = planted
     for i in range(counts["eval"]):

@@ -67,7 +67,7 @@ class LanguageFilter(Filter):
         allow: list[str] | None = ("en",),  # type: ignore[assignment]
         min_score: float = 0.5,
         languages: list[str] | str = COMMON,
-        max_chars: int = 1_000,
+        max_chars: int = 500,
         low_accuracy: bool = True,
     ):
         self.allow = {code.lower() for code in allow} if allow else None

@@ -35,6 +35,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 from feedstock.stages.steps import Document, Filter
 
 # Word tokens as NLTK would keep them whole; _TOKEN also yields punctuation runs, which NLTK counts as tokens.
@@ -74,6 +76,86 @@ def _duplicates(items: Sequence[str]) -> tuple[int, int]:
 
 def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+class _Grams:
+    """One document's word n-grams as 64-bit hashes, for every n, from one factorization of its tokens.
+
+    Gopher's n-gram rules look at up to nine n-gram sizes; building tuples of strings for each was most of the
+    quality stage's time. Here each token becomes a 64-bit integer once, an n-gram is a polynomial hash of n of
+    them (numpy, wrapping uint64; a collision would need two different n-grams of one document to agree on 64
+    bits), and its characters (the tokens joined by single spaces) come from cumulative token lengths.
+    """
+
+    _PRIME = np.uint64(1_000_003)
+
+    def __init__(self, tokens: list[str]):
+        # str's own hash (cached on the string, salted per process: only compared within this document)
+        self.ids = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
+        self.ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))))
+        self._hashes = {1: self.ids}  # n -> hashes; each size extends the largest one below it
+
+    def hashes(self, n: int) -> np.ndarray:
+        if n in self._hashes:
+            return self._hashes[n]
+        count = len(self.ids) - n + 1
+        if count <= 0:
+            return np.zeros(0, np.uint64)
+        k = max(m for m in self._hashes if m < n)
+        h = self._hashes[k][:count]
+        with np.errstate(over="ignore"):
+            for m in range(k, n):
+                h = h * self._PRIME + self.ids[m : m + count] + np.uint64(1)
+        self._hashes[n] = h
+        return h
+
+    def chars(self, n: int) -> np.ndarray:
+        count = len(self.ids) - n + 1
+        return self.ends[n : n + count] - self.ends[:count] + (n - 1)
+
+    def top_chars(self, n: int) -> tuple[int, int]:
+        """The most frequent n-gram's count and characters; ties go to the one seen first, as in Counter."""
+        h = self.hashes(n)
+        if not len(h):
+            return 0, 0
+        _, first, counts = np.unique(h, return_index=True, return_counts=True)
+        best = counts.max()
+        position = int(first[counts == best].min())
+        return int(best), int(self.chars(n)[position])
+
+    def over_duplicate_chars(self, n: int, limit: float) -> bool:
+        """Whether the characters in n-grams seen before (skipping past each repeat, as datatrove's
+        ``find_all_duplicate``) exceed ``limit``. The sum over every repeated position bounds them from above,
+        so most documents are decided without the sequential scan, and the scan stops once past the limit."""
+        h = self.hashes(n)
+        if not len(h):
+            return False
+        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
+        repeat = first[inverse] < np.arange(len(h))
+        chars = self.chars(n)
+        if chars[repeat].sum() <= limit:
+            return False
+        shared = np.flatnonzero(counts[inverse] > 1)  # only n-grams that occur twice can ever be "seen"
+        return _scan(shared.tolist(), h[shared].tolist(), chars[shared].tolist(), n, limit) > limit
+
+
+def _scan(positions: list[int], keys: list[int], lengths: list[int], n: int, limit: float) -> int:
+    """datatrove's sequential rule, visiting only the positions of n-grams that occur more than once: the walk
+    steps one position at a time past the others, which changes nothing, and skips n past a repeat."""
+    seen: set[int] = set()
+    total = walk = 0
+    for position, key, length in zip(positions, keys, lengths, strict=True):
+        if position < walk:
+            continue  # skipped over by an earlier repeat
+        if key in seen:
+            total += length
+            if total > limit:
+                return total
+            walk = position + n
+        else:
+            seen.add(key)
+            walk = position + 1
+    return total
 
 
 def _ngram_chars(gram: tuple[str, ...]) -> int:
@@ -147,13 +229,13 @@ class GopherRepetitionFilter(Filter):
             repeats, repeated_chars = _duplicates(units)
             if _over(repeats / len(units), frac) or _over(repeated_chars / size, char_frac):
                 return self.rule
-        tokens = _TOKEN.findall(text)
+        grams = _Grams(_TOKEN.findall(text))
         for n, frac in self.top_n_grams:
-            top = Counter(_ngrams(tokens, n)).most_common(1)
-            if top and top[0][1] > 1 and _ngram_chars(top[0][0]) * top[0][1] / size > frac:
+            count, chars = grams.top_chars(n)
+            if count > 1 and chars * count / size > frac:
                 return self.rule
         for n, frac in self.dup_n_grams:
-            if _duplicate_ngram_chars(tokens, n) / size > frac:
+            if grams.over_duplicate_chars(n, frac * size):
                 return self.rule
         return True
 

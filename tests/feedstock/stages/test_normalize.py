@@ -115,3 +115,34 @@ def test_empty_document_dropped(text):
 def test_document_of_only_boilerplate_dropped():
     doc = Document("d", "web", f"{BOILER}\n{BOILER.upper()}")
     assert Normalizer(boilerplate={"web": {line_key(BOILER)}}).process(doc, Counter()) == "normalize:empty"
+
+
+def test_fix_text_is_ftfy_line_for_line():
+    """The ASCII-line shortcut gives exactly ftfy's output, entities, escapes and HTML switches included."""
+    import random
+
+    import ftfy
+
+    from feedstock.stages.normalize import fix_text
+
+    pieces = [
+        "plain ascii line",
+        "café",
+        "cafÃ©",
+        "&amp; &lt;b&gt;",
+        "<p>tag</p>",
+        "\x1b[31mred\x1b[0m",
+        "a\rb",
+        "“quoted”",
+        "ﬁne",
+        "ＬＯＵＤ",
+        "\x00\x07ctl",
+        "tab\tline",
+        "",
+        "âœ” mojibake",
+        "&hellip; it&#x2019;s",
+    ]
+    rng = random.Random(3)
+    for _ in range(300):
+        text = "\n".join(rng.choice(pieces) + " " + rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        assert fix_text(text) == ftfy.fix_text(text, normalization="NFC"), repr(text)

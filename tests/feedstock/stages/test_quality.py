@@ -261,3 +261,31 @@ def test_run_steps_counts_drops_per_rule_family():
     assert [d.doc_id for d in kept] == ["a"]
     assert drops == [Drop("b", "web", "quality", "quality:gopher_quality")]
     assert stats["quality"]["dropped:quality:gopher_quality"] == 1
+
+
+def test_hashed_ngram_rules_agree_with_the_tuple_reference():
+    """The numpy n-gram hashes decide exactly as the plain-Python rules (tuples of strings, Counter) on texts
+    with every kind of repetition: ties between top n-grams, overlapping and skipped repeats."""
+    import random
+
+    from feedstock.stages.quality import _TOKEN, _duplicate_ngram_chars, _Grams, _ngram_chars, _ngrams
+
+    rng = random.Random(5)
+    vocabulary = ["a", "bb", "ccc", "the", "pipe", "sync", "x", "Relay", "--", "3.14", "don't"]
+    for _ in range(400):
+        words = [
+            rng.choice(vocabulary[: rng.randint(2, len(vocabulary))]) for _ in range(rng.randint(0, 120))
+        ]
+        if words and rng.random() < 0.5:  # a repeated block, as in templated pages
+            start = rng.randrange(len(words))
+            words += words[start : start + rng.randint(1, 15)] * rng.randint(1, 4)
+        tokens = _TOKEN.findall(" ".join(words))
+        grams = _Grams(tokens)
+        for n in (2, 3, 4):
+            top = Counter(_ngrams(tokens, n)).most_common(1)
+            expected = (top[0][1], _ngram_chars(top[0][0])) if top else (0, 0)
+            assert grams.top_chars(n) == expected
+        for n in range(5, 11):
+            exact = _duplicate_ngram_chars(tokens, n)
+            for limit in (0, max(exact - 1, 0), exact, exact + 1, 10**9):  # limits are frac * size >= 0
+                assert grams.over_duplicate_chars(n, limit) == (exact > limit), (n, limit, exact)
