@@ -12,6 +12,8 @@ An unreadable shard scans to no lines: the process stage quarantines it with its
 from __future__ import annotations
 
 import posixpath
+import shutil
+import tempfile
 from collections import Counter
 from typing import Any
 
@@ -24,6 +26,7 @@ from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
 from feedstock.pretrain.workspace import run_dir
 from feedstock.stages.steps import Document
 
+BOILERPLATE_MEMORY = "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
 LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
 
 
@@ -93,12 +96,18 @@ def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, 
     if not min_docs or not files:
         found = LINES_SCHEMA.empty_table().select(["source", "line"])
     else:
-        con = duckdb.connect()
-        # Streamed into DuckDB's aggregate (which can spill), not materialized: the counts grow with the corpus.
+        # Streamed into DuckDB's aggregate, not materialized: the counts grow with the number of distinct lines,
+        # so DuckDB gets a memory limit and a spill folder (without them it sizes itself to 80% of the machine).
+        spill = tempfile.mkdtemp(prefix="feedstock-boilerplate-")
+        con = duckdb.connect(config={"memory_limit": BOILERPLATE_MEMORY, "temp_directory": spill, "threads": 1})
         con.register("lines", lake.parquet_dataset(files, LINES_SCHEMA).scanner().to_reader())
-        found = con.sql(
-            f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
-        ).to_arrow_table()
+        try:
+            found = con.sql(
+                f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
+            ).to_arrow_table()
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
     lake.write_parquet(posixpath.join(run_dir(lake, run_key), "boilerplate.parquet"), found)
     counts = Counter(found["source"].to_pylist())
     return dict(counts)
