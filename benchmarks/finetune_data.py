@@ -529,9 +529,11 @@ def generate(n: int, seed: int = 0, evals: list[dict] | None = None) -> tuple[li
     return records, truth
 
 
-def write(records: list[dict], folder: Path, per_file: int = 25_000) -> list[Path]:
+def write(records: list[dict], folder: Path, per_file: int | None = None) -> list[Path]:
+    """JSONL files of ``per_file`` records (default: one file, as a dataset's ``train.jsonl`` usually comes)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    per_file = per_file or max(len(records), 1)
     for k, at in enumerate(range(0, len(records), per_file)):
         path = folder / f"chats-{k:03d}.jsonl"
         with path.open("w", encoding="utf-8") as handle:
