@@ -16,6 +16,7 @@ from benchmarks import (
     bench_pretrain_feed,
     bench_quiet,
     bench_rag,
+    bench_retrieval,
     bench_serving,
     bench_warehouse,
 )
@@ -25,6 +26,7 @@ SUITES = {
     "warehouse": bench_warehouse.run,
     "rag": bench_rag.run,
     "embeddings": bench_embeddings.run,
+    "retrieval": bench_retrieval.run,
     "ann": bench_rag.run_million,
     "pretrain": bench_pretrain.run,
     "pretrain_feed": bench_pretrain_feed.run,

@@ -121,7 +121,12 @@ def bench_memory(base_mb: int = 32) -> dict:
                 "process_mb_per_s": round(mb / steps["process"]["seconds"], 2),
                 "raw_read_whole_peak_rss_mb": round(raw["peak_rss_mb"]),
             }
-    for key in ("scan_peak_rss_mb", "boilerplate_peak_rss_mb", "process_peak_rss_mb", "raw_read_whole_peak_rss_mb"):
+    for key in (
+        "scan_peak_rss_mb",
+        "boilerplate_peak_rss_mb",
+        "process_peak_rss_mb",
+        "raw_read_whole_peak_rss_mb",
+    ):
         results[f"ratio_4x_to_1x_{key}"] = round(results["4x"][key] / results["1x"][key], 2)
     return results
 

@@ -290,6 +290,8 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
                 quarantined.append(held(base, "unreadable", f"{type(exc).__name__}: {exc}"[:300]))
                 continue
             counts["ingested"] += 1
+            if parsed.extraction == "whole_page":  # an HTML page whose chrome could not be told from content
+                counts["html_whole_page"] = counts.get("html_whole_page", 0) + 1
             documents.append(
                 {
                     **base,
@@ -346,9 +348,10 @@ def commit(
         return receipt
     summary = lake.read_json(f"{stage}/plan.json")
     counts = {"ingested": 0, "unchanged": summary["unchanged"], "quarantined": summary["quarantined"]}
+    counts["html_whole_page"] = 0
     for path in lake.staged_files(f"{stage}/counts", "*.json"):
         for key, value in lake.read_json(path).items():
-            counts[key] += value
+            counts[key] = counts.get(key, 0) + value
     validated = lake.read_staged(f"{stage}/validated", schema=DOCUMENTS_SCHEMA)
     rejected = lake.read_staged(f"{stage}/quarantine", schema=QUARANTINE_SCHEMA)
     contract_failures = validated_failures(lake, stage)
@@ -363,6 +366,7 @@ def commit(
         "deleted": tombstones.num_rows,
         "contract_failures": contract_failures,
         "quarantine_reasons": _reason_counts(rejected),
+        "html_whole_page": counts["html_whole_page"],  # HTML ingested whole: no content told from its chrome
     }
     if stats["files_seen"] != stats["ingested"] + stats["unchanged"] + stats["quarantined"]:
         raise RuntimeError(f"source '{source.name}': file accounting does not add up: {stats}")

@@ -61,6 +61,7 @@ class ParsedDocument:
     bad_lines: list[tuple[int, str]] = field(
         default_factory=list
     )  # JSON Lines: (line number, why) of each line left out of text
+    extraction: str | None = None  # HTML: "content" (the chrome removed) or "whole_page" (the fallback)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ParseOptions:
     text_field: str = "text"
     title_field: str = "title"
     limits: ParseLimits = ParseLimits()
+    html_content: bool = True  # False: the whole page as text, as before chrome removal (for comparisons)
 
 
 class Parser:
@@ -162,10 +164,35 @@ class MarkdownParser(Parser):
 
 
 class HtmlParser(Parser):
+    """The page's content as Markdown-style text, without the site's chrome.
+
+    Documentation sites (Sphinx, MkDocs, Publican/DocBook, Docusaurus, Confluence exports) wrap each page in
+    navigation, sidebars, breadcrumbs, previous/next links, tables of contents and footers. They are removed by
+    what they are, not by where they sit: HTML5's own chrome elements (``nav``, ``aside``, and ``header`` or
+    ``footer`` outside the article), ARIA landmark roles that are not content, elements hidden from the reader,
+    and the class or id names the common generators give them (:data:`CHROME_NAMES`). A page with a ``main`` element (or ``role="main"``) keeps
+    only it. Permalink anchors (``¶``) go, and heading text loses a trailing permalink sign.
+
+    When that would keep less than :attr:`MIN_SHARE` of the page's text, the whole page is used instead (a page
+    built unusually, not a documentation page), and :attr:`ParsedDocument.extraction` says so.
+    """
+
     suffixes = (".html", ".htm")
     mime_type = "text/html"
-    _invisible = ("script", "style", "noscript", "template", "head", "svg", "iframe", "nav", "footer")
+    MIN_SHARE = 0.3
+    _invisible = ("script", "style", "noscript", "template", "head", "svg", "iframe")
     _blocks = ("p", "div", "li", "tr", "br", "section", "article", "blockquote", "pre", "table", "ul", "ol")
+    _chrome_roles = {"navigation", "banner", "contentinfo", "complementary", "search"}
+    # Class and id words of chrome in the generators above (whole words of the attribute, lowercased).
+    CHROME_NAMES = frozenset(
+        (
+            "docnav navheader navfooter banner breadcrumb breadcrumbs sphinxsidebar sphinxsidebarwrapper related "
+            "headerlink hash-link toc toctree-wrapper md-sidebar md-header md-footer md-tabs pagination-nav "
+            "theme-doc-toc-desktop theme-doc-footer skip-link navigation sidebar footer edit-this-page consent "
+            "cookie-banner cookie-consent"
+        ).split()
+    )
+    _PERMALINK = re.compile(r"\s*[¶§🔗#]+$")
 
     def parse(self, data: bytes, options: ParseOptions) -> ParsedDocument:
         from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
@@ -180,17 +207,60 @@ class HtmlParser(Parser):
         title = title_tag.get_text(" ", strip=True) if title_tag else None
         for tag in soup(self._invisible):
             tag.decompose()
+        if not options.html_content:  # the parser before chrome removal: nav and footer only, headings as is
+            for tag in soup(("nav", "footer")):
+                tag.decompose()
+            return ParsedDocument(
+                text=(text := self._text(soup, permalinks=True)), title=title or _first_heading(text)
+            )
+        whole = self._text(BeautifulSoup(str(soup), "lxml"))
+        content = self._content(soup)
+        text = self._text(content)
+        extraction = "content"
+        if len(text) < self.MIN_SHARE * len(whole):
+            text, extraction = whole, "whole_page"
+        return ParsedDocument(text=text, title=title or _first_heading(text), extraction=extraction)
+
+    def _content(self, soup: Any) -> Any:
+        main = soup.find("main") or soup.find(attrs={"role": "main"})
+        root = main if main is not None else soup
+        for tag in root.find_all(True):
+            if tag.decomposed:
+                continue
+            if self._is_chrome(tag, inside_content=main is not None):
+                tag.decompose()
+        return root
+
+    def _is_chrome(self, tag: Any, inside_content: bool) -> bool:
+        if tag.name in ("nav", "aside"):
+            return True
+        if tag.name in ("header", "footer") and not (inside_content or tag.find_parent(("article", "main"))):
+            return True
+        attrs = tag.attrs or {}
+        style = str(attrs.get("style", "")).replace(" ", "").lower()
+        if "hidden" in attrs or attrs.get("aria-hidden") == "true" or "display:none" in style:
+            return True  # not shown to a reader (a consent banner waiting for its script, icons)
+        if str(attrs.get("role", "")).lower() in self._chrome_roles:
+            return True
+        names = attrs.get("class") or []
+        names = [names] if isinstance(names, str) else list(names)
+        if attrs.get("id"):
+            names.append(str(attrs["id"]))
+        return any(str(name).lower() in self.CHROME_NAMES for name in names)
+
+    def _text(self, root: Any, permalinks: bool = False) -> str:
         for level in range(1, 7):
-            for heading in soup.find_all(f"h{level}"):
-                heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")
-        for tag in soup.find_all("li"):
+            for heading in root.find_all(f"h{level}"):
+                words = heading.get_text(" ", strip=True)
+                words = words if permalinks else self._PERMALINK.sub("", words)
+                heading.replace_with(f"\n\n{'#' * level} {words}\n\n")
+        for tag in root.find_all("li"):
             tag.insert(0, "- ")
-        for tag in soup.find_all(self._blocks):
+        for tag in root.find_all(self._blocks):
             tag.append("\n")
-        text = soup.get_text()
+        text = root.get_text()
         text = "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines())
-        text = _clean(text)
-        return ParsedDocument(text=text, title=title or _first_heading(text))
+        return _clean(text)
 
 
 class _TooDeep(Exception):

@@ -51,7 +51,8 @@ an earlier release. `examples_in = published + rejected`.
 
 {_table(("split / kind", "examples"), sorted(stats["kinds"].items()))}
 
-Splits are drawn per group of near-duplicate prompts, so near-duplicates never straddle train and validation.
+Splits are drawn per group of similar prompts (LSH candidates at estimated Jaccard >= 0.25), so near-duplicates
+never straddle train and validation.
 
 ## Sources
 

@@ -11,8 +11,10 @@
    Reasons ``selection:redundant``, ``selection:over_budget``.
 3. **split**: examples whose prompts are near each other (an LSH candidate pair with estimated Jaccard >=
    :data:`SPLIT_JACCARD`, well below the dedup threshold) form a group, and a group's split is drawn from the
-   hash of its smallest id (or is the split an earlier release gave a member), so near-duplicates never straddle
-   train and validation.
+   hash of its smallest id (or is the split an earlier release gave a member). The candidates come from the
+   dedup buckets (42 bands x 3 rows), which find a pair at Jaccard 0.5 almost always but at 0.3 about two times in
+   three, so near-duplicates (which dedup removes anyway) never straddle train and validation, and looser
+   relatives rarely do: measured, 6 of 679 published pairs at Jaccard 0.25 to 0.5 in 50k examples.
 
 Output: ``curated.parquet`` (``example_id, status, split, group``) in the run folder, and the stage counts.
 """

@@ -90,7 +90,7 @@ def curate(config: Config, lake: Lake, run_key: str, results: list[dict[str, Any
     """Dedup, select and split every source's staged examples; stage ``curated.parquet``."""
     results = [r for r in results if r]  # a failed source task left no result: the others go on
     columns = ["example_id", "kind", "exact_hash", "signature", "buckets", "score"]
-    tables = [lake.read_parquet(r["examples_uri"]).select(columns) for r in results]
+    tables = [lake.parquet_dataset([r["examples_uri"]]).to_table(columns=columns) for r in results]
     if not tables or not sum(t.num_rows for t in tables):
         return {"results": results, "curated_uri": None, "stats": {}}
     examples = pa.concat_tables(tables)

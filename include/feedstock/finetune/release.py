@@ -218,34 +218,46 @@ def _published(examples: pa.Table, status: pa.Table | None) -> pa.Table:
 def _write_files(
     config: Config, lake: Lake, out: str, rows: pa.Table
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Write every split x kind x format; check each row as its trainer would. Returns the files and each
-    example's row number within its split and kind."""
+    """Write every split x kind x format, a batch of rows at a time; check each row as its trainer would. Returns
+    the files and each example's row number within its split and kind."""
+    from contextlib import ExitStack
+
     fs, base = filesystem(out, lake.s3)
     files: list[dict[str, Any]] = []
     row_of: dict[str, int] = {}
-    records = rows.to_pylist()
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((record["split"], record["kind"]), []).append(record)
-    info_entries = []
-    for (split, kind), members in groups.items():
-        for i, record in enumerate(members):
-            row_of[record["example_id"]] = i
+    splits, kinds = rows["split"].to_pylist(), rows["kind"].to_pylist()
+    for split, kind in dict.fromkeys(zip(splits, kinds, strict=True)):
+        group = rows.filter(pa.array([s == split and k == kind for s, k in zip(splits, kinds, strict=True)]))
+        entries = []
         for fmt in exports.formats_for(kind, config.finetune.formats):
             path = exports.file_name(fmt, kind, split)
             entry = {"format": fmt, "kind": kind, "split": split, "path": path}
-            info = exports.dataset_info([entry]).get(f"feedstock_{kind}_{split}_{fmt}")
+            entry["info"] = exports.dataset_info([entry]).get(f"feedstock_{kind}_{split}_{fmt}")
+            entries.append(entry)
             fs.makedirs(posixpath.dirname(posixpath.join(base, path)), exist_ok=True)
-            with fs.open(posixpath.join(base, path), "w", encoding="utf-8") as handle:
-                for record in members:
-                    value = exports.row(fmt, record)
-                    if problem := exports.problems(fmt, value, info):
-                        raise ContractViolation(
-                            f"fine-tuning release: {record['example_id']} would be refused in {path}: {problem}"
-                        )
-                    handle.write(exports.dumps(value))
-            files.append({**entry, "examples": len(members), "tokens": sum(r["tokens"] for r in members)})
-            info_entries.append(entry)
+        with ExitStack() as stack:
+            handles = [
+                stack.enter_context(fs.open(posixpath.join(base, e["path"]), "w", encoding="utf-8"))
+                for e in entries
+            ]
+            number = 0
+            for batch in group.to_batches(max_chunksize=2_000):
+                for record in batch.to_pylist():
+                    row_of[record["example_id"]] = number
+                    number += 1
+                    for entry, handle in zip(entries, handles, strict=True):
+                        value = exports.row(entry["format"], record)
+                        if problem := exports.problems(entry["format"], value, entry["info"]):
+                            raise ContractViolation(
+                                f"fine-tuning release: {record['example_id']} would be refused in "
+                                f"{entry['path']}: {problem}"
+                            )
+                        handle.write(exports.dumps(value))
+        tokens = int(pc.sum(group["tokens"]).as_py() or 0)
+        files += [
+            {k: v for k, v in e.items() if k != "info"} | {"examples": group.num_rows, "tokens": tokens}
+            for e in entries
+        ]
     return files, row_of
 
 

@@ -26,7 +26,9 @@ from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
 from feedstock.pretrain.workspace import run_dir
 from feedstock.stages.steps import Document
 
-BOILERPLATE_MEMORY = "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
+BOILERPLATE_MEMORY = (
+    "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
+)
 LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
 
 
@@ -99,7 +101,9 @@ def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, 
         # Streamed into DuckDB's aggregate, not materialized: the counts grow with the number of distinct lines,
         # so DuckDB gets a memory limit and a spill folder (without them it sizes itself to 80% of the machine).
         spill = tempfile.mkdtemp(prefix="feedstock-boilerplate-")
-        con = duckdb.connect(config={"memory_limit": BOILERPLATE_MEMORY, "temp_directory": spill, "threads": 1})
+        con = duckdb.connect(
+            config={"memory_limit": BOILERPLATE_MEMORY, "temp_directory": spill, "threads": 1}
+        )
         con.register("lines", lake.parquet_dataset(files, LINES_SCHEMA).scanner().to_reader())
         try:
             found = con.sql(

@@ -59,30 +59,41 @@ class Decontaminator(Step):
         min_words: int | None = None,
     ):
         self.ngram = ngram
-        shortest = min(min_words or ngram, ngram)
-        # per eval set: {n-gram length: hashes}; long items give ngram-grams, short ones one gram of their length
-        self.sets: list[tuple[str, dict[int, np.ndarray]]] = []
+        self.prefix = min(
+            min_words or ngram, ngram
+        )  # a short item is found by its first words, then compared
+        # per eval set: the sorted ngram hashes of its long items, and its short items by their first words
+        self.sets: list[tuple[str, np.ndarray, dict[tuple[str, ...], list[tuple[str, ...]]]]] = []
         for uri in eval_sets:
             name = posixpath.basename(uri).split(".")[0]
-            by_length: dict[int, list[list[str]]] = {}
+            long_items: list[list[str]] = []
+            short: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
             for item in (words(t) for t in _items(uri, fields or ["text"])):
-                if len(item) >= shortest:
-                    by_length.setdefault(min(len(item), ngram), []).append(item)
-            grams = {n: np.unique(shingle_hashes(items, n)[0]) for n, items in by_length.items()}
-            self.sets.append((name, grams))
+                if len(item) >= ngram:
+                    long_items.append(item)
+                elif len(item) >= self.prefix:
+                    short.setdefault(tuple(item[: self.prefix]), []).append(tuple(item))
+            grams = np.unique(shingle_hashes(long_items, ngram)[0]) if long_items else np.zeros(0, np.int64)
+            self.sets.append((name, grams, short))
 
     def matches(self, text: str) -> str | None:
-        """The name of the first eval set ``text`` shares an n-gram (or a whole short item) with."""
+        """The name of the first eval set ``text`` shares an n-gram (or a whole short item) with.
+
+        One hashing of the text's n-grams, looked up by binary search in each set's sorted hashes (``np.isin``
+        would sort both sides on every call), and one pass over its word positions for the short items.
+        """
         tokens = words(text)
-        hashes: dict[int, np.ndarray] = {}
-        for name, grams in self.sets:
-            for n, contaminated in grams.items():
-                if len(tokens) < n:
-                    continue
-                if n not in hashes:
-                    hashes[n] = shingle_hashes([tokens], n)[0]
-                if np.isin(hashes[n], contaminated).any():
+        hashes = shingle_hashes([tokens], self.ngram)[0] if len(tokens) >= self.ngram else None
+        for name, grams, short in self.sets:
+            if hashes is not None and len(grams):
+                at = np.minimum(np.searchsorted(grams, hashes), len(grams) - 1)
+                if (grams[at] == hashes).any():
                     return name
+            if short:
+                for i in range(len(tokens) - self.prefix + 1):
+                    for item in short.get(tuple(tokens[i : i + self.prefix]), ()):
+                        if tuple(tokens[i : i + len(item)]) == item:
+                            return name
         return None
 
     def process(self, doc: Document, stats: Counter) -> str | None:

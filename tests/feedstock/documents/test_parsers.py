@@ -121,3 +121,52 @@ def test_encrypted_pdf():
     with pytest.raises(Quarantined) as bad:
         parse_document("locked.pdf", bytes(pdf.output()))
     assert bad.value.reason == "encrypted"
+
+
+SPHINX_PAGE = b"""<html><head><title>Built-in Functions</title></head><body>
+<div class="related" role="navigation"><h3>Navigation</h3><ul><li><a href="genindex.html">index</a></li>
+<li><a href="modules.html">modules</a> |</li><li>Python &#187;</li></ul></div>
+<div class="document"><div class="body" role="main">
+<section id="built-in-functions"><h1>Built-in Functions<a class="headerlink" href="#built-in">\xc2\xb6</a></h1>
+<p>The Python interpreter has a number of functions and types built into it that are always available. They are
+listed here in alphabetical order, with a short description of each and a link to its full entry below.</p>
+<h2>abs(x)<a class="headerlink" href="#abs">\xc2\xb6</a></h2><p>Return the absolute value of a number. The argument
+may be an integer, a floating-point number, or an object implementing __abs__().</p></section></div></div>
+<div class="sphinxsidebar" role="navigation"><h3>Table of Contents</h3><ul><li>Built-in Functions</li></ul>
+<h4>Previous topic</h4><p>Introduction</p><h4>Next topic</h4><p>Built-in Constants</p><h3>This Page</h3></div>
+<div class="footer">&#169; Copyright 2001-2026, Python Software Foundation.</div>
+<div id="consent" style="display: none">We use cookies.</div>
+</body></html>"""
+
+
+def test_html_keeps_the_content_and_drops_the_site_chrome():
+    from feedstock.documents.parsers import HtmlParser, ParseOptions
+
+    parsed = HtmlParser().parse(SPHINX_PAGE, ParseOptions())
+    assert parsed.extraction == "content"
+    assert parsed.text.startswith("# Built-in Functions\n") and "## abs(x)\n" in parsed.text
+    for chrome in (
+        "Navigation",
+        "modules",
+        "Table of Contents",
+        "Previous topic",
+        "This Page",
+        "Copyright",
+        "¶",
+        "cookies",
+    ):
+        assert chrome not in parsed.text, chrome
+    whole = HtmlParser().parse(SPHINX_PAGE, ParseOptions(html_content=False))
+    assert "Table of Contents" in whole.text and "¶" in whole.text  # the parser as it was, for comparisons
+
+
+def test_html_falls_back_to_the_whole_page_when_the_content_would_be_too_little():
+    from feedstock.documents.parsers import HtmlParser, ParseOptions
+
+    page = (
+        b"<html><body><nav>"
+        + b"<p>a long list of links that is the page itself</p>" * 20
+        + b"</nav><p>x</p></body></html>"
+    )
+    parsed = HtmlParser().parse(page, ParseOptions())
+    assert parsed.extraction == "whole_page" and parsed.text.count("a long list of links") == 20
