@@ -167,31 +167,53 @@ def _duplicates(config: Config, mine: pa.Table, theirs: pa.Table) -> dict[str, s
 
 
 def _candidates(mine: pa.Table, theirs: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray], dict[str, int]]:
-    """LSH candidate pairs among this run's examples and against earlier ones, with signatures and releases."""
-    rows: dict[str, list] = {"doc_id": [], "release": [], "band": [], "bucket": []}
+    """LSH candidate pairs among this run's examples and against earlier ones, with the signatures and releases
+    of the examples in a pair. The bucket rows (one per example and band) are built column by column: as Python
+    lists they were most of this stage's memory."""
+    schema = pa.schema(
+        [("doc_id", pa.string()), ("release", pa.int32()), ("band", pa.int32()), ("bucket", pa.int64())]
+    )
+    parts = []
+    for table, is_new in ((mine, True), (theirs, False)):
+        if not table.num_rows:
+            continue
+        lists = table["buckets"].combine_chunks()
+        lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        parents = pc.list_parent_indices(lists)
+        band = np.arange(len(parents), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        release = (
+            pa.array(np.zeros(len(parents), np.int32))
+            if is_new
+            else pc.take(table["release"], parents).cast(pa.int32())
+        )
+        parts.append(
+            pa.table(
+                [
+                    pc.take(table["example_id"], parents),
+                    release,
+                    pa.array(band, pa.int32()),
+                    pc.list_flatten(lists),
+                ],
+                schema=schema,
+            )
+        )
+    buckets = pa.concat_tables(parts) if parts else schema.empty_table()
+    pairs = dedup.lsh_candidates(buckets)
+    del buckets
+    wanted = pa.array(
+        sorted(set(pairs["doc_id"].to_pylist()) | set(pairs["candidate"].to_pylist())), pa.string()
+    )
     signatures: dict[str, np.ndarray] = {}
     releases: dict[str, int] = {}
     for table, is_new in ((mine, True), (theirs, False)):
-        ids = table["example_id"].to_pylist()
-        rels = [0] * len(ids) if is_new else table["release"].to_pylist()
-        for doc_id, release, sig, buckets in zip(
-            ids, rels, table["signature"].to_pylist(), table["buckets"].to_pylist(), strict=True
+        chosen = table.filter(pc.is_in(table["example_id"], value_set=wanted)) if table.num_rows else table
+        rels = [0] * chosen.num_rows if is_new else chosen["release"].to_pylist()
+        for doc_id, release, sig in zip(
+            chosen["example_id"].to_pylist(), rels, chosen["signature"].to_pylist(), strict=True
         ):
-            if not buckets:  # a prompt without a single shingle has no near-duplicates
-                continue
             signatures[doc_id] = np.frombuffer(sig, dtype=np.uint32)
             releases[doc_id] = release
-            rows["doc_id"] += [doc_id] * len(buckets)
-            rows["release"] += [release] * len(buckets)
-            rows["band"] += list(range(len(buckets)))
-            rows["bucket"] += buckets
-    table = pa.table(
-        rows,
-        schema=pa.schema(
-            [("doc_id", pa.string()), ("release", pa.int32()), ("band", pa.int32()), ("bucket", pa.int64())]
-        ),
-    )
-    return dedup.lsh_candidates(table), signatures, releases
+    return pairs, signatures, releases
 
 
 def _groups(mine: pa.Table, theirs: pa.Table, enabled: bool) -> dict[str, str]:
