@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 
 from feedstock.config import Config, ConfigError, load_config
@@ -214,5 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The ``feedstock`` console script: :func:`main`, then leave without tearing the interpreter down.
+
+    A pyarrow dataset over a Delta table (deltalake's filesystem handler) leaves Arrow I/O threads behind, and
+    destroying them at interpreter exit aborts the process ("terminate called without an active exception",
+    SIGABRT) in most runs here, after the command's output is complete (apache/arrow#34314). Flush what Python
+    would flush, then ``os._exit``, so the exit code is the command's own.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
