@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from benchmarks.pretrain_corpus import edit_words
+
 OPENERS = (
     "How do I",
     "How can I",
@@ -214,7 +216,6 @@ EVAL_WRAPPERS = (
     "{q}",
 )
 
-_TOKENS = re.compile(r"\S+|\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 SHARES = {"exact": 0.02, "near": 0.05, "related": 0.02, "eval": 0.01, "pii": 0.03}
 EVAL_SET_SIZE = 600
@@ -330,19 +331,7 @@ class _Gen:
 
     def edit(self, text: str, rate: float) -> str:
         """Edit ``rate`` of the words: substitute, insert after, or delete (at least one edit)."""
-        rng = self.rng
-        tokens = _TOKENS.findall(text)
-        positions = [i for i, t in enumerate(tokens) if not t.isspace()]
-        n = max(1, round(rate * len(positions)))
-        for i in rng.sample(positions, min(n, len(positions))):
-            kind = rng.randrange(3)
-            if kind == 0:
-                tokens[i] = self.word()
-            elif kind == 1:
-                tokens[i] = f"{tokens[i]} {self.word()}"
-            else:
-                tokens[i] = ""
-        return re.sub(r"  +", " ", "".join(tokens)).strip()
+        return re.sub(r"  +", " ", edit_words(text, rate, self.rng, self.vocabulary)).strip()
 
     def eval_question(self) -> str:
         rng = self.rng

@@ -366,10 +366,12 @@ class Lake:
             pq.write_table(table, handle)
         return uri
 
-    def read_parquet(self, uri: str, schema: pa.Schema | None = None) -> pa.Table:
+    def read_parquet(
+        self, uri: str, schema: pa.Schema | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         fs, path = filesystem(uri, self.s3)
         with fs.open(path, "rb") as handle:
-            return pq.read_table(handle, schema=schema)
+            return pq.read_table(handle, schema=schema, columns=columns)
 
     def staged_files(self, uri: str, pattern: str = "*.parquet") -> list[str]:
         """URIs of the staged files in a folder that match ``pattern``, sorted."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from feedstock.errors import ReleaseConflict
 from feedstock.lake import Lake, join
 
 
@@ -35,6 +36,29 @@ def unchanged(lake: Lake, feed: str, fingerprint: str) -> str | None:
 
 def record(lake: Lake, feed: str, fingerprint: str, release: Any, run_id: str) -> None:
     lake.write_json(state_uri(lake, feed), {"fingerprint": fingerprint, "release": release, "run_id": run_id})
+
+
+def releases(lake: Lake, table: str) -> list[int]:
+    """The release numbers ``table`` (a feed's publishing table) holds, in order."""
+    rows = lake.read(table, columns=["release"])
+    return sorted(set(rows["release"].to_pylist())) if rows is not None and rows.num_rows else []
+
+
+def already_published(lake: Lake, table: str, number: int, run_id: str | None, feed: str) -> bool:
+    """Whether this run published release ``number`` already (a retry after the publishing commit).
+
+    Raises :class:`~feedstock.errors.ReleaseConflict` when another run published that number (or a later one)
+    while this one ran: the run must be cleared to build on top of it.
+    """
+    published = releases(lake, table)
+    if not published or published[-1] < number:
+        return False
+    if release_run(lake, table, number) != run_id:
+        raise ReleaseConflict(
+            f"{feed} release {published[-1]} was published by another run while this one ran; clear this run "
+            f"to build release {published[-1] + 1} on top of it"
+        )
+    return True
 
 
 def has_release(lake: Lake, table: str, number: int) -> bool:

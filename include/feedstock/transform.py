@@ -157,11 +157,7 @@ def _render(con, source: WarehouseSource) -> None:
             $tags as access_tags
         from landing
     """
-    try:
-        con.execute(sql, {"source": source.name, "tags": list(source.access_tags)}).fetchall()
-    except Exception as exc:  # duckdb's Binder/Parser errors: a template names a column that does not exist
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"source '{source.name}': field 'document': {first}") from None
+    _insert_rendered(con, sql, {"source": source.name, "tags": list(source.access_tags)}, source, "document")
 
 
 def _render_conversations(con, source: WarehouseSource) -> None:
@@ -183,11 +179,16 @@ def _render_conversations(con, source: WarehouseSource) -> None:
             _op = 'delete' or not coalesce({live}, false) as is_deleted
         from landing
     """
+    _insert_rendered(con, sql, {"source": source.name}, source, "finetune")
+
+
+def _insert_rendered(con, sql: str, params: dict, source: WarehouseSource, field: str) -> None:
+    """Run a template's insert; a template naming a column that does not exist is a ConfigError on ``field``."""
     try:
-        con.execute(sql, {"source": source.name}).fetchall()
-    except Exception as exc:  # duckdb's Binder/Parser errors: a template names a column that does not exist
+        con.execute(sql, params).fetchall()
+    except Exception as exc:  # duckdb's Binder/Parser errors
         first = str(exc).splitlines()[0]
-        raise ConfigError(f"source '{source.name}': field 'finetune': {first}") from None
+        raise ConfigError(f"source '{source.name}': field '{field}': {first}") from None
 
 
 def render_template(template: str) -> str:

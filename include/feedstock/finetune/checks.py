@@ -30,6 +30,7 @@ from typing import Any
 
 from feedstock.config import Finetune
 from feedstock.finetune.records import Example
+from feedstock.stages.decontam import Decontaminator
 from feedstock.stages.steps import Document, Step
 
 _SPACE = re.compile(r"\s+")
@@ -180,8 +181,8 @@ class LengthCheck(Step):
         return "length:over_max_tokens"
 
 
-class DecontaminationCheck(Step):
-    stage = "decontamination"
+class DecontaminationCheck(Decontaminator):
+    """The pretraining decontamination over an example's turns, with short eval items matched from 5 words."""
 
     def __init__(
         self,
@@ -190,13 +191,10 @@ class DecontaminationCheck(Step):
         fields: list[str] | None = None,
         min_words: int | None = 5,
     ) -> None:
-        from feedstock.stages.decontam import Decontaminator
+        super().__init__(eval_sets, ngram, fields, min_words)
 
-        self.check = Decontaminator(eval_sets, ngram, fields, min_words)
-
-    def process(self, example: Example, stats: Counter) -> str | None:
-        name = self.check.matches("\n".join(turn["content"] for turn in example.turns()))
-        return None if name is None else f"decontamination:{name}"
+    def text_of(self, example: Example) -> str:
+        return "\n".join(turn["content"] for turn in example.turns())
 
 
 def build_checks(config: Finetune, golden_sets: list[str]) -> tuple[list[Step], list[Step]]:

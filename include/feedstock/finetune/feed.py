@@ -111,18 +111,21 @@ def _embedder(config: Config, lake: Lake, results: list[dict[str, Any]]):
         return None
 
     def embed(ids: list[str]):
+        import pyarrow.compute as pc
+
         from feedstock.finetune.records import Example
         from feedstock.rag.embedders import embedder
 
-        wanted = set(ids)
+        wanted = pa.array(ids)
+        columns = ["example_id", "source", "record_id", "messages", "chosen"]
         texts: dict[str, str] = {}
         for r in results:
-            for row in lake.read_parquet(r["examples_uri"]).to_pylist():
-                if row["example_id"] in wanted:
-                    e = Example(
-                        row["example_id"], row["source"], row["record_id"], row["messages"], row["chosen"]
-                    )
-                    texts[row["example_id"]] = f"{e.prompt_text}\n{e.response_text}"
+            staged = lake.read_parquet(r["examples_uri"], columns=columns)
+            for row in staged.filter(pc.is_in(staged["example_id"], wanted)).to_pylist():
+                e = Example(
+                    row["example_id"], row["source"], row["record_id"], row["messages"], row["chosen"]
+                )
+                texts[row["example_id"]] = f"{e.prompt_text}\n{e.response_text}"
         return embedder(config.rag.embedding).embed([texts[i] for i in ids])
 
     return embed

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from feedstock import contracts, runstate
 from feedstock.config import Config
-from feedstock.errors import ContractViolation, ReleaseConflict
+from feedstock.errors import ContractViolation
 from feedstock.finetune import exports
 from feedstock.finetune.tables import (
     EXAMPLES,
@@ -45,8 +45,7 @@ def release_dir(lake: Lake, number: int) -> str:
 
 
 def previous_releases(lake: Lake) -> list[int]:
-    table = lake.read(RELEASE, columns=["release"])
-    return sorted(set(table["release"].to_pylist())) if table is not None and table.num_rows else []
+    return runstate.releases(lake, RELEASE)
 
 
 def merge_stats(results: list[dict[str, Any]], curated: dict[str, dict[str, int]]) -> dict[str, Counter]:
@@ -69,13 +68,7 @@ def release(
     """Publish the release (see the module docstring); return its stats. Nothing new: no release."""
     number = prepared["release"]
     results = curated["results"]
-    published = previous_releases(lake)
-    if published and published[-1] >= number:
-        if runstate.release_run(lake, RELEASE, number) != produced_by.get("run_id"):
-            raise ReleaseConflict(
-                f"fine-tuning release {published[-1]} was published by another run while this one ran; clear "
-                f"this run to build release {published[-1] + 1} on top of it"
-            )
+    if runstate.already_published(lake, RELEASE, number, produced_by.get("run_id"), "fine-tuning"):
         return {**(lake.last_commit(RELEASE) or {}).get("stats", {}), "released": True}
 
     examples = _staged(lake, results, "examples_uri")

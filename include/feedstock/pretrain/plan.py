@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from feedstock import runstate
 from feedstock.config import Config, ConfigError, CorpusSource
 from feedstock.lake import Lake
 from feedstock.pretrain.corpus import Shard, list_shards
@@ -42,8 +43,7 @@ def feed_sources(config: Config) -> list[str]:
 
 
 def previous_releases(lake: Lake) -> list[int]:
-    table = lake.read(RELEASE, columns=["release"])
-    return sorted(set(table["release"].to_pylist())) if table is not None and table.num_rows else []
+    return runstate.releases(lake, RELEASE)
 
 
 def prepare(config: Config, lake: Lake, duckdb_file: str | None = None) -> dict[str, Any]:

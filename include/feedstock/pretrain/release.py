@@ -22,13 +22,11 @@ import pyarrow as pa
 
 from feedstock import contracts, runstate
 from feedstock.config import Config
-from feedstock.errors import ReleaseConflict
 from feedstock.lake import Commit, Lake, filesystem
 from feedstock.pretrain.card import data_card
 from feedstock.pretrain.corpus import Shard
 from feedstock.pretrain.formats import publish_files
 from feedstock.pretrain.global_dedup import _dropped
-from feedstock.pretrain.plan import previous_releases
 from feedstock.pretrain.scan import scan_dir
 from feedstock.pretrain.tables import (
     DOCUMENTS,
@@ -68,13 +66,7 @@ def release(
     import pyarrow.compute as pc
 
     number = prepared["release"]
-    published = previous_releases(lake)
-    if published and published[-1] >= number:
-        if runstate.release_run(lake, RELEASE, number) != produced_by.get("run_id"):
-            raise ReleaseConflict(
-                f"release {published[-1]} was published by another run while this one ran; clear this run to "
-                f"build release {published[-1] + 1} on top of it"
-            )
+    if runstate.already_published(lake, RELEASE, number, produced_by.get("run_id"), "pretraining"):
         _clean_up(config, lake, run_key, results)  # a retry after the publishing commit: only cleanup is left
         return {**(lake.last_commit(RELEASE) or {}).get("stats", {}), "released": True}
     stages = _merge_stats(results)

@@ -167,21 +167,35 @@ def _ngram_chars(gram: tuple[str, ...]) -> int:
     return sum(map(len, gram)) + len(gram) - 1  # the tokens joined by single spaces
 
 
-def _duplicate_ngram_chars(tokens: list[str], n: int) -> int:
-    """Characters in n-grams seen before, skipping past each repeat so overlapping repeats count once."""
-    grams = _ngrams(tokens, n)
-    if len(set(grams)) == len(grams):
-        return 0  # the usual case for prose, found at C speed without the sequential scan
-    seen: set[tuple[str, ...]] = set()
-    chars = i = 0
-    while i < len(grams):
-        if grams[i] in seen:
-            chars += _ngram_chars(grams[i])
-            i += n
-        else:
-            seen.add(grams[i])
-            i += 1
-    return chars
+class _TupleGrams:
+    """:class:`_Grams`' questions over tuples of strings and a Counter: the reference, and faster than numpy on
+    texts under ``_HASHED_FROM`` tokens."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+
+    def top_chars(self, n: int) -> tuple[int, int]:
+        top = Counter(_ngrams(self.tokens, n)).most_common(1)
+        return (top[0][1], _ngram_chars(top[0][0])) if top else (0, 0)
+
+    def duplicate_chars(self, n: int) -> int:
+        """Characters in n-grams seen before, skipping past each repeat so overlapping repeats count once."""
+        grams = _ngrams(self.tokens, n)
+        if len(set(grams)) == len(grams):
+            return 0  # the usual case for prose, found at C speed without the sequential scan
+        seen: set[tuple[str, ...]] = set()
+        chars = i = 0
+        while i < len(grams):
+            if grams[i] in seen:
+                chars += _ngram_chars(grams[i])
+                i += n
+            else:
+                seen.add(grams[i])
+                i += 1
+        return chars
+
+    def over_duplicate_chars(self, n: int, limit: float) -> bool:
+        return self.duplicate_chars(n) > limit
 
 
 def _over(value: float, limit: float | None) -> bool:
@@ -235,16 +249,8 @@ class GopherRepetitionFilter(Filter):
             if _over(repeats / len(units), frac) or _over(repeated_chars / size, char_frac):
                 return self.rule
         tokens = _TOKEN.findall(text)
-        if len(tokens) < _HASHED_FROM:  # numpy's per-call cost outweighs the tuples' on short texts
-            for n, frac in self.top_n_grams:
-                top = Counter(_ngrams(tokens, n)).most_common(1)
-                if top and top[0][1] > 1 and _ngram_chars(top[0][0]) * top[0][1] / size > frac:
-                    return self.rule
-            for n, frac in self.dup_n_grams:
-                if _duplicate_ngram_chars(tokens, n) / size > frac:
-                    return self.rule
-            return True
-        grams = _Grams(tokens)
+        # numpy's per-call cost outweighs the tuples' on short texts
+        grams = _Grams(tokens) if len(tokens) >= _HASHED_FROM else _TupleGrams(tokens)
         for n, frac in self.top_n_grams:
             count, chars = grams.top_chars(n)
             if count > 1 and chars * count / size > frac:
