@@ -38,6 +38,15 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from feedstock.lineage import render, trace
+
+    config = _config()
+    found = trace(config, Lake(config.lake), args.record)
+    print(json.dumps(found.to_dict(), indent=2) if args.json else render(found))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from feedstock.rag.index import json_results, search
     from feedstock.serving.client import service_search
@@ -142,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="list every dataset in the lake")
     catalog.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     catalog.set_defaults(func=cmd_catalog)
+    lineage = commands.add_parser(
+        "lineage", help="every artifact holding a record (a doc id or <source>/<key>), in every feed"
+    )
+    lineage.add_argument("record", help="a doc id or source record id, e.g. tickets/1004")
+    lineage.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    lineage.set_defaults(func=cmd_lineage)
     search = commands.add_parser("search", help="search the RAG index")
     search.add_argument("question")
     search.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")

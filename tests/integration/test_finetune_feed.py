@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from feedstock.config import DEFAULT_CONFIG
+from feedstock.config import DEFAULT_CONFIG, load_config
 from feedstock.finetune import feed
 from feedstock.lake import Lake
+from feedstock.lineage import trace
 from tests.conftest import SAMPLE, run_dag, task_states
 from tests.integration.test_ingest_warehouse import seed
 
@@ -125,6 +126,12 @@ def test_finetune_feed_end_to_end(finetune_project):
     example = published["support_chats/good-01"]
     lines = (folder / "openai_chat" / f"{example['split']}.jsonl").read_text().splitlines()
     assert json.loads(lines[example["row"]])["messages"] == example["messages"]
+
+    # Lineage: the example's release, split and row, and the files that hold it; a duplicate's reason.
+    held = trace(load_config(), lake, "support_chats/good-01").finetune
+    assert [(h["release"], h["split"], h["row"]) for h in held] == [(1, example["split"], example["row"])]
+    assert str(folder / "openai_chat" / f"{example['split']}.jsonl") in held[0]["files"]
+    assert trace(load_config(), lake, "support_chats/dup-exact").finetune[0]["status"] == "dedup:exact"
 
     # The same inputs again: nothing to do, no new release.
     rerun = run_dag("finetune_feed", day=10)

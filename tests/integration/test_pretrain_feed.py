@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from feedstock.config import DEFAULT_CONFIG
+from feedstock.config import DEFAULT_CONFIG, load_config
 from feedstock.lake import Lake
+from feedstock.lineage import trace
 from feedstock.pretrain import feed
 from tests.conftest import SAMPLE, run_dag, task_states
 from tests.integration.test_ingest_warehouse import seed
@@ -107,6 +108,32 @@ def published_texts(lake: Lake, release: int) -> dict[str, str]:
     return {r["doc_id"]: r["text"] for r in rows}
 
 
+def check_lineage(lake: Lake, texts: dict[str, str]) -> None:
+    """``feedstock lineage`` finds a document in bronze and at every position of the release's shards; the shard
+    and offset it gives decode, from the token files, to the document's published text."""
+    doc = "handbook/policies/pto_policy.md"
+    shown = subprocess.run(
+        [sys.executable, "-m", "feedstock.cli", "lineage", doc, "--json"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert {(t["table"], tuple(t["versions"])) for t in found["tables"]} >= {
+        ("bronze.documents.handbook", (0,))
+    }
+    assert "pretrain.documents" in {t["table"] for t in found["tables"]}
+    placed = [p for p in found["pretrain"] if p["status"] == "published"]
+    assert len(placed) == 2  # the handbook's weight is 2.0: two copies
+    for p in placed:
+        assert feed.decode(lake, 1, p["shard"], p["offset"], "megatron") == texts[doc]
+    assert {"release": 1, "status": "dedup:fuzzy"} in trace(
+        load_config(), lake, PLANTED["near_duplicate"]
+    ).to_dict()["pretrain"]
+    ticket = trace(load_config(), lake, "tickets/1001").to_dict()
+    assert [t["table"] for t in ticket["tables"] if t["table"].startswith("bronze.")] == [
+        "bronze.warehouse.tickets"
+    ]
+
+
 def ingest(day: int) -> None:
     for dag_id in ("ingest_documents", "ingest_warehouse"):
         assert run_dag(dag_id, day=day).state == "success", dag_id
@@ -177,6 +204,8 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     val = next(f for f in files if f["split"] == "val")
     assert feed.decode(lake, "latest", "val", val["docs"] - 1)  # the last validation document decodes
     assert feed.decode(lake, 1, 0, 3, "parquet") == shard0[3]["text"]
+
+    check_lineage(lake, texts)
 
     # A rerun of the same interval changes nothing: no new release.
     version = lake.version(feed.RELEASE)

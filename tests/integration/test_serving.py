@@ -23,6 +23,7 @@ import yaml
 
 from feedstock.config import load_config
 from feedstock.lake import Lake
+from feedstock.lineage import trace
 from feedstock.rag import index
 from feedstock.serving.cache import RedisStore
 from feedstock.serving.service import create_app
@@ -123,6 +124,11 @@ def test_service_search_access_bad_requests_and_cache(rag_project):  # noqa: F81
         travel_doc = hits[0]["doc_id"]
         entry = store(http, TRAVEL, "Yes: your manager approves it first.", hits[0], everyone)
         assert entry["access_tags"] == ["internal"] and travel_doc in entry["grounding"]
+        # Lineage: the document's chunks in the released index, and the answer grounded on them.
+        held = trace(config, lake, travel_doc)
+        assert hits[0]["chunk_id"] in held.rag[0]["chunks"] and held.rag[0]["versions"]
+        assert [c["id"] for c in held.cache] == [entry["id"]]
+        assert {"bronze.documents.handbook", "rag.index"} <= {t["table"] for t in held.tables}
         paraphrase = {"question": "Is approval required before I book international travel?"}
         assert http.post("/cache/lookup", json=paraphrase, headers=everyone).json()["id"] == entry["id"]
         assert http.post("/cache/lookup", json=paraphrase).json()["hit"] is False  # untagged caller
