@@ -73,9 +73,12 @@ def record_tables(config: Config, lake: Lake, record: str) -> list[tuple[str, st
     return found
 
 
-def versions_holding(lake: Lake, name: str, column: str, value: str) -> tuple[list[int], list[str]]:
-    """The versions of Delta table ``name`` that hold a row whose ``column`` (compared as text) is ``value``, and
-    the data files that hold it (a vacuumed file no longer exists and is skipped)."""
+def versions_holding(
+    lake: Lake, name: str, column: str, values: str | set[str]
+) -> tuple[list[int], list[str]]:
+    """The versions of Delta table ``name`` that hold a row whose ``column`` (compared as text) is one of
+    ``values``, and the data files that hold one (a vacuumed file no longer exists and is skipped)."""
+    wanted = pa.array(sorted({values} if isinstance(values, str) else values), pa.string())
     table = lake.table(name)
     if table is None:
         return [], []
@@ -90,12 +93,12 @@ def versions_holding(lake: Lake, name: str, column: str, value: str) -> tuple[li
     holding = {
         uri
         for uri in {u for files in files_of.values() for u in files}
-        if _file_holds(lake, uri, column, value)
+        if _file_holds(lake, uri, column, wanted)
     }
     return sorted(v for v, files in files_of.items() if holding.intersection(files)), sorted(holding)
 
 
-def _file_holds(lake: Lake, uri: str, column: str, value: str) -> bool:
+def _file_holds(lake: Lake, uri: str, column: str, wanted: pa.Array) -> bool:
     fs, path = filesystem(uri, lake.s3)
     if not fs.exists(path):
         return False
@@ -104,7 +107,7 @@ def _file_holds(lake: Lake, uri: str, column: str, value: str) -> bool:
         if column not in parquet.schema_arrow.names:
             return False
         values = parquet.read(columns=[column])[column]
-    return bool(pc.any(pc.equal(pc.cast(values, pa.string()), value)).as_py())
+    return bool(pc.any(pc.is_in(pc.cast(values, pa.string()), wanted)).as_py())
 
 
 def trace(config: Config, lake: Lake, record: str) -> Lineage:
@@ -119,6 +122,12 @@ def trace(config: Config, lake: Lake, record: str) -> Lineage:
     found.finetune = _finetune(lake, record)
     found.cache = _cache(config, lake, record)
     return found
+
+
+def _text(field):
+    """A string field as ``string`` whatever its files hold: delta-rs's own rewrites (delete, merge) write
+    ``string_view``, which pyarrow cannot compare with a string literal."""
+    return field.cast(pa.string())
 
 
 def _quote(value: str) -> str:
@@ -165,7 +174,9 @@ def _pretrain(lake: Lake, record: str) -> list[dict[str, Any]]:
     state = lake.dataset(DOCUMENTS)
     if state is None:
         return []
-    rows = state.to_table(filter=ds.field("doc_id") == record, columns=["release", "status"]).to_pylist()
+    rows = state.to_table(
+        filter=_text(ds.field("doc_id")) == record, columns=["release", "status"]
+    ).to_pylist()
     files = lake.read(RELEASE, columns=["release", "format", "shard", "uri"])
     shards = [f for f in (files.to_pylist() if files is not None else []) if f["format"] == "parquet"]
     found = []
@@ -201,7 +212,7 @@ def _finetune(lake: Lake, record: str) -> list[dict[str, Any]]:
     if examples is None:
         return []
     rows = examples.to_table(
-        filter=ds.field("record_id") == record,
+        filter=_text(ds.field("record_id")) == record,
         columns=["example_id", "release", "status", "kind", "split", "row"],
     ).to_pylist()
     files = lake.read(RELEASE, columns=["release", "split", "format", "uri"])

@@ -21,7 +21,8 @@ Three steps, each one Airflow task:
 Output ``bronze.warehouse.<source>``: the source columns plus ``_ingested_at``, ``_op`` (insert, update,
 delete) and ``_row_hash``; one row per key. Output ``quarantine.warehouse.<source>``: ``key, reason, detail,
 row`` (the offending row as JSON) and ``seen_at``. Stats: ``rows_read, rows_written, rows_quarantined,
-rows_null_watermark, watermark`` plus ``columns_added`` and ``columns_dropped``; :func:`commit` also returns
+rows_forgotten`` (rows a ``forget`` request removed, which the source still holds: not written again),
+``rows_null_watermark, watermark`` plus ``columns_added`` and ``columns_dropped``; :func:`commit` also returns
 ``version`` and ``quarantine_version``, the table versions this run's commits made (None: nothing written there).
 """
 
@@ -34,10 +35,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from feedstock import contracts
 from feedstock.config import WarehouseSource
+from feedstock.forget import forgotten_ids
 from feedstock.lake import Commit, Lake, Txn
 
 META_COLUMNS = ("_ingested_at", "_op", "_row_hash")
@@ -143,10 +146,14 @@ def extract(
     }
     base, params = _base_query(source), {}
     low = previous_watermark(lake, source)
+    blocked = pa.array(
+        sorted(i.split("/", 1)[1] for i in forgotten_ids(lake) if i.startswith(f"{source.name}/"))
+    )
     engine = sa.create_engine(url)
     stats: dict[str, Any] = {
         "rows_read": 0,
         "rows_quarantined": 0,
+        "rows_forgotten": 0,
         "rows_null_watermark": 0,
         "watermark": low,
         "columns_added": [],
@@ -183,6 +190,12 @@ def extract(
                 stats["columns_dropped"] = sorted(known - set(columns))
             for index, rows in enumerate(result.partitions(source.batch_size)):
                 batch, bad = _to_arrow(rows, columns, target_schema, source.key, as_of)
+                if len(
+                    blocked
+                ):  # rows a forget request removed: the source still holding them does not bring them back
+                    keep = pc.invert(pc.is_in(pc.cast(batch[source.key], pa.string()), blocked))
+                    stats["rows_forgotten"] += batch.num_rows - pc.sum(keep.cast(pa.int64())).as_py()
+                    batch = batch.filter(keep)
                 stats["rows_read"] += len(rows)
                 stats["rows_quarantined"] += bad.num_rows
                 if source.watermark:  # every row read counts, quarantined ones too: they are accounted for

@@ -20,7 +20,8 @@ ingested_at, is_deleted, doc_version`` (1, 2, ... per doc_id) and ``pages`` (PDF
 offsets into ``text``). Output ``quarantine.documents.<source>``: ``doc_id, uri, reason, detail, seen_at,
 content_hash, size_bytes, modified_at``.
 
-Accounting, per run: ``files_seen = ingested + unchanged + quarantined``, plus ``deleted`` tombstones. :func:`commit`
+Accounting, per run: ``files_seen = ingested + unchanged + quarantined + forgotten`` (files a ``forget`` request
+removed, which the source still holds), plus ``deleted`` tombstones. :func:`commit`
 returns these stats plus ``version`` and ``quarantine_version``: the table versions this run's commits made, or
 None when it had nothing to publish there.
 """
@@ -40,6 +41,7 @@ import pyarrow as pa
 from feedstock import contracts
 from feedstock.config import DocumentSource
 from feedstock.documents.parsers import BAD_LINE, ParseLimits, ParseOptions, ParseWorker, Quarantined
+from feedstock.forget import forgotten_ids
 from feedstock.lake import Commit, Lake, Txn, filesystem, modified_time
 
 PAGE = pa.struct([("page", pa.int32()), ("start", pa.int64()), ("end", pa.int64())])
@@ -176,10 +178,16 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
     )
     stage = staging_dir(lake, run_key, source.name)
     lake.clear(stage)
-    todo, unchanged, still_quarantined, present = [], 0, 0, set()
+    blocked = forgotten_ids(lake)
+    todo, unchanged, still_quarantined, forgotten, present = [], 0, 0, 0, set()
     for file in files:
         doc_id = f"{source.name}/{file['relative']}"
         present.add(doc_id)
+        if (
+            doc_id in blocked
+        ):  # a forget request removed it: the source still holding it does not bring it back
+            forgotten += 1
+            continue
         previous = state.get(doc_id)
         if previous and not previous["is_deleted"] and _same_file(previous, file):
             unchanged += 1
@@ -214,6 +222,7 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
         "files_seen": len(files),
         "unchanged": unchanged,
         "quarantined": still_quarantined,
+        "forgotten": forgotten,
         "to_parse": len(todo),
         "tombstones": tombstones,
         "read_versions": read_versions,
@@ -363,12 +372,16 @@ def commit(
         "ingested": counts["ingested"],
         "unchanged": counts["unchanged"],
         "quarantined": counts["quarantined"],
+        "forgotten": summary.get("forgotten", 0),
         "deleted": tombstones.num_rows,
         "contract_failures": contract_failures,
         "quarantine_reasons": _reason_counts(rejected),
         "html_whole_page": counts["html_whole_page"],  # HTML ingested whole: no content told from its chrome
     }
-    if stats["files_seen"] != stats["ingested"] + stats["unchanged"] + stats["quarantined"]:
+    if (
+        stats["files_seen"]
+        != stats["ingested"] + stats["unchanged"] + stats["quarantined"] + stats["forgotten"]
+    ):
         raise RuntimeError(f"source '{source.name}': file accounting does not add up: {stats}")
     published = pa.concat_tables([validated, tombstones])
     inputs = (f"{source.uri}@{as_of.isoformat()}",)  # the source as it was listed for this interval

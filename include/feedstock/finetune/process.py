@@ -29,8 +29,9 @@ from feedstock.finetune import curate
 from feedstock.finetune.checks import build_checks, count_tokens, tokens
 from feedstock.finetune.records import Example, make_example, read_file
 from feedstock.finetune.tables import EXAMPLE_SCHEMA, EXAMPLES, FILES, REJECT_SCHEMA, REJECTS
+from feedstock.forget import forgotten_ids
 from feedstock.lake import Lake
-from feedstock.stages.steps import Drop, run_steps
+from feedstock.stages.steps import Drop, Forgotten, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def process_source(
     source = config.source(name)
     f = config.finetune
     before, after = build_checks(f, golden_sets(config))
+    if forgotten := forgotten_ids(lake):
+        before.insert(0, Forgotten(forgotten))
     tokenizer = load_tokenizer(f.tokenizer)
     hasher = MinHasher(f.minhash) if f.minhash is not None else None
     seen = _seen(lake)

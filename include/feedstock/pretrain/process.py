@@ -23,13 +23,14 @@ import xxhash
 
 from feedstock import contracts
 from feedstock.config import Config
+from feedstock.forget import forgotten_ids
 from feedstock.lake import Lake
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
 from feedstock.pretrain.scan import _boilerplate_for
 from feedstock.pretrain.tables import DOCS_SCHEMA, REJECT_SCHEMA
 from feedstock.pretrain.workspace import work_dir
 from feedstock.stages import dedup
-from feedstock.stages.steps import Document, Drop, Step, run_steps
+from feedstock.stages.steps import Document, Drop, Forgotten, Step, run_steps
 
 
 def build_steps(config: Config, boilerplate: dict[str, set[int]]) -> list[Step]:
@@ -92,6 +93,8 @@ def _process(
 ) -> dict[str, dict[str, int]]:
     p = config.pretrain
     steps = build_steps(config, boilerplate)
+    if forgotten := forgotten_ids(lake):
+        steps.insert(0, Forgotten(forgotten))
     hasher = dedup.MinHasher(p.minhash) if p.minhash else None
     stats: dict[str, Counter] = {"read": Counter()}
     writers: dict[str, pq.ParquetWriter] = {}

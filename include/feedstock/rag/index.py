@@ -295,17 +295,25 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
         if removed:
             quoted = ", ".join(f"'{c}'" for c in removed)
             table.delete(f"chunk_id IN ({quoted})")
-    rows = table.count_rows()
-    if rows:
-        table.create_fts_index("text", replace=True)
-        table.create_scalar_index("access_tags", index_type="LABEL_LIST", replace=True)  # access filters
-        if rows >= config.rag.ann_min_rows:
-            has_ann = any(i.columns == ["vector"] for i in table.list_indices())
-            if not has_ann or stats["embedded"] > rows * 0.2:
-                build_ann(table)
-            else:
-                table.optimize()  # fold the new rows into the existing ANN index
+    index_table(config, table, stats["embedded"])
     return {"table": name, "version": table.version, **stats}
+
+
+def index_table(config: Config, table, new_rows: int | None = None) -> None:
+    """The full-text, access-tag and (from ``rag.ann_min_rows``) vector indexes of a chunk table. The vector index
+    is rebuilt when missing or when more than a fifth of the rows are new (``None``: every row is new), else the
+    new rows are folded into it."""
+    rows = table.count_rows()
+    if not rows:
+        return
+    table.create_fts_index("text", replace=True)
+    table.create_scalar_index("access_tags", index_type="LABEL_LIST", replace=True)  # access filters
+    if rows >= config.rag.ann_min_rows:
+        has_ann = any(i.columns == ["vector"] for i in table.list_indices())
+        if not has_ann or new_rows is None or new_rows > rows * 0.2:
+            build_ann(table)
+        else:
+            table.optimize()  # fold the new rows into the existing ANN index
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,7 @@ class LakeStore:
         table = self._table()
         if table is None:
             return []
+        table.checkout_latest()  # a version this handle saw may be gone (a forget request rewrote the table)
         return [Entry.from_row(row) for row in table.to_arrow().to_pylist()]
 
 

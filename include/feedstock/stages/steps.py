@@ -53,6 +53,19 @@ class Filter(Step):
         return f"{self.stage}:{verdict or 'rejected'}"
 
 
+class Forgotten(Filter):
+    """Drop what a ``forget`` request removed (``governance.forgotten``), so that a source still holding it does
+    not bring it back: a document by its id, a fine-tuning example by its record's id."""
+
+    stage = "forget"
+
+    def __init__(self, ids: set[str]):
+        self.ids = ids
+
+    def filter(self, doc) -> bool | str:
+        return "requested" if getattr(doc, "record_id", doc.doc_id) in self.ids else True
+
+
 def run_steps(
     docs: Iterable[Document], steps: list[Step], stats: dict[str, Counter], drops: list[Drop]
 ) -> Iterator[Document]:
