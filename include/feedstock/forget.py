@@ -77,11 +77,16 @@ class ForgetRequest:
         unknown = sorted(set(params) - {"doc_ids", "source", "contains", "verify"})
         if unknown:
             raise ConfigError(f"forget request: unknown field '{unknown[0]}'")
+
+        def listed(name: str):  # a list stays a list (as a tuple); anything else is refused by __post_init__
+            value = params.get(name) or ()
+            return tuple(value) if isinstance(value, list | tuple) else value
+
         return cls(
-            doc_ids=tuple(params.get("doc_ids") or ()),
+            doc_ids=listed("doc_ids"),
             source=params.get("source") or None,
-            contains=tuple(params.get("contains") or ()),
-            verify=tuple(params.get("verify") or ()),
+            contains=listed("contains"),
+            verify=listed("verify"),
         )
 
     @property
@@ -447,40 +452,60 @@ def verify(lake: Lake, strings: tuple[str, ...]) -> dict[str, Any]:
         with fs.open(path, "rb") as handle:
             data = handle.read()
         size += len(data)
-        haystacks = [data.lower()]
+        held = {i for i, needle in enumerate(needles) if needle in data.lower()}
         if path.endswith(".parquet"):
             try:
-                table = pq.read_table(pa.BufferReader(data))
-                haystacks += [json.dumps(table.to_pylist(), default=str).lower().encode()]
-            except Exception:  # noqa: BLE001 - not Parquet after all: its bytes were searched
+                held |= _table_holds(pq.read_table(pa.BufferReader(data)), strings)
+            except pa.ArrowInvalid:  # not Parquet after all: its bytes were searched
                 pass
         elif path.endswith(".gz"):
-            haystacks.append(gzip.decompress(data).lower())
-        for number, needle in enumerate(needles):
-            if any(needle in h for h in haystacks):
-                found.append({"file": posixpath.relpath(path, root), "string": digest(strings[number])})
+            decompressed = gzip.decompress(data).lower()
+            held |= {i for i, needle in enumerate(needles) if needle in decompressed}
+        for number in sorted(held):
+            found.append({"file": posixpath.relpath(path, root), "string": digest(strings[number])})
     found += _lancedb_versions(lake, strings)
     return {"files_scanned": files, "bytes_scanned": size, "strings": len(strings), "found": found}
+
+
+def _table_holds(table: pa.Table, strings: tuple[str, ...]) -> set[int]:
+    """Which of ``strings`` occur in any string value of ``table``, nested ones too (vectorized)."""
+    held = set()
+    for leaf in _leaves(table.columns):
+        for number, s in enumerate(strings):
+            if number not in held and pc.any(pc.match_substring(leaf, s, ignore_case=True)).as_py():
+                held.add(number)
+    return held
+
+
+def _leaves(arrays) -> list[pa.Array]:
+    """The string arrays inside columns of any nesting (lists, structs, maps)."""
+    leaves = []
+    for array in arrays:
+        array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        kind = array.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            leaves.append(array)
+        elif pa.types.is_string_view(kind):
+            leaves.append(array.cast(pa.string()))
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+            leaves += _leaves([array.flatten()])
+        elif pa.types.is_struct(kind):
+            leaves += _leaves([array.field(i) for i in range(kind.num_fields)])
+    return leaves
 
 
 def _lancedb_versions(lake: Lake, strings: tuple[str, ...]) -> list[dict[str, Any]]:
     from feedstock.rag.index import _connect
 
     found = []
-    needles = [s.lower() for s in strings]
     db = _connect(lake)
     for name in db.table_names():
         table = db.open_table(name)
         for version in sorted(v["version"] for v in table.list_versions()):
             table.checkout(version)
-            text = json.dumps(
-                table.to_arrow().drop_columns([c for c in table.schema.names if c == "vector"]).to_pylist(),
-                default=str,
-            ).lower()
             found += [
                 {"file": f"lancedb:{name}@{version}", "string": digest(strings[i])}
-                for i, needle in enumerate(needles)
-                if needle in text
+                for i in sorted(_table_holds(table.to_arrow(), strings))
             ]
     return found
 
