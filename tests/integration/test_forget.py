@@ -228,6 +228,14 @@ def test_forget_one_person_everywhere(subject_project):
         text=True,
     )
     assert shown.returncode == 0 and "payroll" not in shown.stdout.lower()
+    # Rows moved up where a line left: each published example is still its row's line, and the counts match.
+    ft_folder = Path(finetune.release_dir(lake, 1))
+    for example in lake.read("finetune.examples").to_pylist():
+        if example["release"] == 1 and example["status"] == "published" and example["kind"] == "sft":
+            lines = (ft_folder / "openai_chat" / f"{example['split']}.jsonl").read_text().splitlines()
+            assert json.loads(lines[example["row"]])["messages"] == example["messages"]
+    for f in lake.read("finetune.release").to_pylist():
+        assert len(Path(f["uri"]).read_text().splitlines()) == f["examples"], f["uri"]
     ft_stats = json.loads((Path(finetune.release_dir(lake, 1)) / "stats.json").read_text())
     assert (
         ft_stats["examples_in"]
