@@ -38,9 +38,18 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def options(root: Path = ROOT, slots: int | None = None) -> dict[str, dict[str, str]]:
+def lineage_transport(home: Path) -> dict[str, str]:
+    """Where OpenLineage events go: Marquez (or any OpenLineage HTTP endpoint) when ``OPENLINEAGE_URL`` is set at
+    set-up, else a JSON-lines file in the Airflow home."""
+    if url := os.environ.get("OPENLINEAGE_URL"):
+        return {"type": "http", "url": url}
+    return {"type": "file", "log_file_path": str(home / "openlineage" / "events.jsonl"), "append": True}
+
+
+def options(root: Path = ROOT, slots: int | None = None, home: Path | None = None) -> dict[str, dict[str, str]]:
     """The ``airflow.cfg`` options feedstock sets, by section; task slots follow the machine's cores."""
     slots = slots or cores()
+    home = home or Path(os.environ.get("AIRFLOW_HOME", root / "airflow_home"))
     return {
         "core": {
             "dags_folder": str(root / "dags"),
@@ -55,6 +64,8 @@ def options(root: Path = ROOT, slots: int | None = None) -> dict[str, dict[str, 
         },
         "usage_data_collection": {"enabled": "False"},
         "cosmos": {"enable_telemetry": "False"},
+        # Every task that reads or writes the lake reports those tables (feedstock_airflow._report_lineage).
+        "openlineage": {"transport": json.dumps(lineage_transport(home)), "namespace": "feedstock"},
     }
 
 
@@ -102,7 +113,8 @@ def set_up(home: Path, warehouse: Path = SAMPLE_WAREHOUSE) -> Path:
     cfg = home / "airflow.cfg"
     if not cfg.exists():
         airflow(home, "config", "get-value", "core", "executor")  # Airflow writes its default airflow.cfg
-    cfg.write_text(set_options(cfg.read_text(), options()))
+    (home / "openlineage").mkdir(exist_ok=True)
+    cfg.write_text(set_options(cfg.read_text(), options(home=home)))
     airflow(home, "db", "migrate")
     with tempfile.TemporaryDirectory() as scratch:
         pools = Path(scratch, "pools.json")

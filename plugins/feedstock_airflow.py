@@ -103,9 +103,38 @@ def s3_settings(conn_id: str | None) -> S3Settings:
 
 
 def lake(cfg: Config) -> Lake:
-    from feedstock.lake import Lake
+    from feedstock.lake import Lake, observe
 
+    observe(_report_lineage)
     return Lake(cfg.lake, s3_settings(cfg.lake_aws_conn_id))
+
+
+class _LakeLineage:
+    """The context the lake's reads and writes are reported under, and the task they were last reported for."""
+
+    task: tuple | None = None
+
+
+_LAKE_LINEAGE = _LakeLineage()
+
+
+def _report_lineage(kind: str, uri: str) -> None:
+    """Each lake table (or source) a task reads or writes becomes an input or output of its OpenLineage events,
+    through Airflow's hook-lineage collector (a no-op unless the openlineage provider is configured)."""
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    try:
+        ti = get_current_context()["ti"]
+    except RuntimeError:  # the same process outside a task (a test, `dag.test()`'s caller): nothing to report
+        return
+    task = (ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+    if task != _LAKE_LINEAGE.task:  # several tasks in one process (dag.test): each reports only its own
+        get_hook_lineage_collector.cache_clear()
+        _LAKE_LINEAGE.task = task
+    collector = get_hook_lineage_collector()
+    uri = uri if "://" in uri else "file://" + os.path.abspath(uri)
+    add = collector.add_input_asset if kind == "read" else collector.add_output_asset
+    add(context=_LAKE_LINEAGE, uri=uri)
 
 
 def as_of(context: dict[str, Any]) -> datetime:

@@ -7,6 +7,7 @@ real databases (the machine's PostgreSQL, DuckDB and SQLite files) that the test
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 _HOME = tempfile.mkdtemp(prefix="feedstock-airflow-")
+(Path(_HOME) / "openlineage").mkdir()
 os.environ.update(
     AIRFLOW_HOME=_HOME,
     AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
@@ -35,6 +37,11 @@ os.environ.update(
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
     FEEDSTOCK_RETRY_DELAY_S="0",
+    # OpenLineage events of every run, to a file the lineage tests read (as `make run` configures it).
+    AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+        {"type": "file", "log_file_path": str(Path(_HOME) / "openlineage" / "events.jsonl"), "append": True}
+    ),
+    AIRFLOW__OPENLINEAGE__NAMESPACE="feedstock",
 )
 for folder in ("dags", "plugins"):
     if str(ROOT / folder) not in sys.path:

@@ -22,7 +22,7 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -174,6 +174,22 @@ class Commit:
         )
 
 
+_observers: list[Callable[[str, str], None]] = []
+
+
+def observe(callback: Callable[[str, str], None]) -> None:
+    """Call ``callback(kind, uri)`` for every table this process reads (``"read"``) or writes (``"write"``), and
+    for every input a commit names: how the Airflow glue reports a task's OpenLineage inputs and outputs (the
+    library itself imports no Airflow). Registering a callback twice is a no-op."""
+    if callback not in _observers:
+        _observers.append(callback)
+
+
+def _notify(kind: str, uri: str) -> None:
+    for callback in _observers:
+        callback(kind, uri)
+
+
 class Lake:
     """Delta tables and staging files under one root URL."""
 
@@ -206,7 +222,18 @@ class Lake:
 
     def dataset(self, name: str, version: int | None = None) -> ds.Dataset | None:
         table = self.table(name, version)
-        return None if table is None else table.to_pyarrow_dataset()
+        if table is None:
+            return None
+        _notify("read", self.uri(name))
+        return table.to_pyarrow_dataset()
+
+    def _written(self, name: str, commit: Commit) -> None:
+        """Tell the observers: ``name`` was written, from the commit's inputs (``name@version`` of a lake table, or
+        ``<source uri>@<as of>``)."""
+        for pinned in commit.inputs:
+            base = pinned.rsplit("@", 1)[0]
+            _notify("read", base if "://" in base or base.startswith("/") else self.uri(base))
+        _notify("write", self.uri(name))
 
     def read(
         self, name: str, columns: list[str] | None = None, version: int | None = None
@@ -239,6 +266,7 @@ class Lake:
                 writer_properties=WRITER,
                 commit_properties=commit.properties(),
             )
+        self._written(name, commit)
         return self.version(name) if target is None else target.version()  # type: ignore[return-value]
 
     def upsert(self, name: str, data: pa.Table | pa.RecordBatchReader, key: str, commit: Commit) -> int:
@@ -262,6 +290,7 @@ class Lake:
                 .when_not_matched_insert_all()
                 .execute()
             )
+        self._written(name, commit)
         return target.version()
 
     def restore(self, name: str, version: int, commit: Commit) -> int:

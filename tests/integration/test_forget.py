@@ -25,7 +25,7 @@ from feedstock.lineage import trace
 from feedstock.pretrain import feed as pretrain
 from feedstock.rag import index
 from feedstock.serving.cache import Entry, LakeStore
-from tests.conftest import SAMPLE, run_dag, task_states
+from tests.conftest import _HOME, SAMPLE, run_dag, task_states
 from tests.integration.test_ingest_warehouse import seed
 from tests.integration.test_pretrain_feed import check_trainer_formats
 
@@ -129,11 +129,39 @@ def lake_holds(root: Path, needle: str) -> list[str]:
     return found
 
 
+def check_openlineage(lake: Lake) -> None:
+    """Each feed's publishing task emitted OpenLineage events whose inputs and outputs are the catalog's tables
+    (their ``uri``), through the openlineage provider's file transport that tests/conftest.py configures."""
+    events = [
+        json.loads(line) for line in (Path(_HOME) / "openlineage" / "events.jsonl").read_text().splitlines()
+    ]
+    seen: dict[str, tuple[set[str], set[str]]] = {}
+    for event in events:
+        if event["eventType"] == "COMPLETE" and lake.root in json.dumps(event):
+            inputs, outputs = seen.setdefault(event["job"]["name"], (set(), set()))
+            inputs |= {d["name"] for d in event.get("inputs", [])}
+            outputs |= {d["name"] for d in event.get("outputs", [])}
+    expected = {
+        "ingest_documents.commit": ("", "bronze.documents.handbook"),
+        "rag_feed.release": ("bronze.documents.handbook", "rag.index"),
+        "pretrain_feed.release": ("bronze.documents.handbook", "pretrain.release"),
+        "finetune_feed.release": ("bronze.warehouse.tickets", "finetune.release"),
+    }
+    for job, (read, written) in expected.items():
+        inputs, outputs = seen[job]
+        assert inputs and outputs, job
+        assert lake.uri(written) in outputs, (job, outputs)
+        assert not read or lake.uri(read) in inputs, (job, inputs)
+    # A warehouse table is an OpenLineage dataset only with the Airflow provider of its database: outputs only.
+    assert lake.uri("bronze.warehouse.tickets") in seen["ingest_warehouse.source.commit"][1]
+
+
 def test_forget_one_person_everywhere(subject_project):
     lake, config = Lake(subject_project.lake), load_config()
     for dag_id in ("ingest_documents", "ingest_warehouse", "rag_feed", "pretrain_feed", "finetune_feed"):
         run = run_dag(dag_id, day=10)
         assert run.state == "success", (dag_id, task_states(run))
+    check_openlineage(lake)
     doc = "handbook/people/payroll-escalations.md"
     hits = index.search(config, lake, "who handles payroll escalations in Lisbon", k=3)
     assert hits[0]["doc_id"] == doc
