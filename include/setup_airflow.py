@@ -46,7 +46,9 @@ def lineage_transport(home: Path) -> dict[str, str]:
     return {"type": "file", "log_file_path": str(home / "openlineage" / "events.jsonl"), "append": True}
 
 
-def options(root: Path = ROOT, slots: int | None = None, home: Path | None = None) -> dict[str, dict[str, str]]:
+def options(
+    root: Path = ROOT, slots: int | None = None, home: Path | None = None
+) -> dict[str, dict[str, str]]:
     """The ``airflow.cfg`` options feedstock sets, by section; task slots follow the machine's cores."""
     slots = slots or cores()
     home = home or Path(os.environ.get("AIRFLOW_HOME", root / "airflow_home"))
