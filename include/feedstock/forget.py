@@ -418,6 +418,48 @@ def _cache(config, lake, ids, request, produced_by) -> dict[str, Any]:
     return {"entries": deleted}
 
 
+# ---- what the release files and notes share -------------------------------------------------------------------
+
+
+def replace_file(lake: Lake, uri: str, write) -> None:
+    """Write a file beside ``uri`` and move it over it: a reader sees the old file or the new one."""
+    fs, path = filesystem(uri, lake.s3)
+    partial = path + ".forget-partial"
+    with fs.open(partial, "wb") as handle:
+        write(handle)
+    fs.mv(partial, path)
+
+
+def note_deletion(
+    lake: Lake,
+    release_dir: str,
+    request: str,
+    removed: dict[str, Any],
+    published: str,
+    card: str,
+    **current: Any,
+) -> None:
+    """Record a deletion in a release's ``stats.json`` (counts only: ``forgotten`` sums the integer counts of
+    ``removed`` and lists each request; ``published`` drops by the first of them; ``current`` replaces stats) and
+    add ``card`` to its data card (rewritten whole: object stores cannot append)."""
+    uri = posixpath.join(release_dir, "stats.json")
+    stats = lake.read_json(uri)
+    forgotten = stats.setdefault("forgotten", {"requests": []})
+    for key, value in removed.items():
+        if isinstance(value, int):
+            forgotten[key] = forgotten.get(key, 0) + value
+    forgotten["requests"].append({"request": request, **removed})
+    stats[published] = stats.get(published, 0) - next(v for v in removed.values() if isinstance(v, int))
+    stats.update(current)
+    lake.write_json(uri, stats)
+    fs, path = filesystem(posixpath.join(release_dir, "README.md"), lake.s3)
+    with fs.open(path, "r", encoding="utf-8") as handle:
+        text = handle.read()
+    replace_file(
+        lake, posixpath.join(release_dir, "README.md"), lambda h: h.write((text + card).encode("utf-8"))
+    )
+
+
 # ---- after: the block list, the verification, the receipt ------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedstock.finetune import exports
+from feedstock.forget import note_deletion, replace_file
 from feedstock.lake import Lake, filesystem
-from feedstock.pretrain.forget import _replace, append_note
 
 
 def forget_examples(
@@ -72,20 +72,17 @@ def _drop_lines(lake: Lake, uri: str, rows: set[int]) -> None:
     with fs.open(path, "rb") as handle:
         lines = handle.read().splitlines(keepends=True)
     kept = b"".join(line for number, line in enumerate(lines) if number not in rows)
-    _replace(lake, uri, lambda handle: handle.write(kept))
+    replace_file(lake, uri, lambda handle: handle.write(kept))
 
 
 def note(lake: Lake, release_dir: str, request: str, result: dict[str, Any]) -> None:
-    stats_uri = posixpath.join(release_dir, "stats.json")
-    stats = lake.read_json(stats_uri)
-    forgotten = stats.setdefault("forgotten", {"examples": 0, "requests": []})
-    forgotten["examples"] += result["examples"]
-    forgotten["requests"].append({"request": request, **{k: result[k] for k in ("examples", "splits")}})
-    stats["examples_published"] = stats.get("examples_published", 0) - result["examples"]
-    lake.write_json(stats_uri, stats)
-    append_note(
+    """Counts only: the release's ``stats.json`` and data card record the deletion."""
+    note_deletion(
         lake,
-        posixpath.join(release_dir, "README.md"),
+        release_dir,
+        request,
+        {"examples": result["examples"], "splits": result["splits"]},
+        "examples_published",
         f"\n## Deletion ({request})\n\n{result['examples']} published examples were removed by a `forget` request "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(result['splits'].items()))}); the counts above are as "
         "released, `stats.json` holds the current ones.\n",

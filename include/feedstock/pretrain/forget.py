@@ -14,7 +14,6 @@ without the ``parquet`` format has no document ids in its files; it cannot be ed
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from feedstock.forget import note_deletion, replace_file
 from feedstock.lake import Lake, filesystem
 from feedstock.pretrain.formats import (
     in_validation,
@@ -55,7 +55,7 @@ def forget_in_release(
         shard = f["shard"]
         if f["format"] == "parquet" and removed.get(shard):
             kept = shards[shard].filter(pc.invert(drops[shard]))
-            _replace(lake, f["uri"], lambda handle, kept=kept: pq.write_table(kept, handle))
+            replace_file(lake, f["uri"], lambda handle, kept=kept: pq.write_table(kept, handle))
             f = {**f, "docs": kept.num_rows, "tokens": int(pc.sum(kept["n_tokens"]).as_py() or 0)}
         elif f["format"] == "megatron" and removed.get(shard) and f["uri"].endswith(".bin"):
             f = _megatron(lake, f, drops[shard].to_numpy(zero_copy_only=False))
@@ -80,15 +80,6 @@ def forget_in_release(
     }
 
 
-def _replace(lake: Lake, uri: str, write) -> None:
-    """Write a file beside ``uri`` and move it over it: a reader sees the old file or the new one."""
-    fs, path = filesystem(uri, lake.s3)
-    partial = path + ".forget-partial"
-    with fs.open(partial, "wb") as handle:
-        write(handle)
-    fs.mv(partial, path)
-
-
 def _read(lake: Lake, uri: str) -> bytes:
     fs, path = filesystem(uri, lake.s3)
     with fs.open(path, "rb") as handle:
@@ -104,9 +95,9 @@ def _megatron(lake: Lake, f: dict[str, Any], drop: np.ndarray) -> dict[str, Any]
     kept = [i for i in range(len(offsets) - 1) if not drop[i]]
     pieces = [tokens[offsets[i] : offsets[i + 1]] for i in kept]
     data = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
-    _replace(lake, f["uri"], lambda handle: handle.write(data.tobytes()))
+    replace_file(lake, f["uri"], lambda handle: handle.write(data.tobytes()))
     lengths = [int(offsets[i + 1] - offsets[i]) for i in kept]
-    _replace(lake, idx_uri, lambda handle: handle.write(megatron_index(lengths, dtype)))
+    replace_file(lake, idx_uri, lambda handle: handle.write(megatron_index(lengths, dtype)))
     return {**f, "docs": len(kept), "tokens": int(sum(lengths) - len(kept))}
 
 
@@ -131,35 +122,22 @@ def _nanogpt(
     kept = [d for d, dropped in zip(documents, side, strict=True) if not dropped]
     end = np.array([eos], dtype)
     data = np.concatenate([piece for d in kept for piece in (d, end)]) if kept else np.zeros(0, dtype)
-    _replace(lake, f["uri"], lambda handle: handle.write(data.tobytes()))
+    replace_file(lake, f["uri"], lambda handle: handle.write(data.tobytes()))
     return {**f, "docs": len(kept), "tokens": int(sum(len(d) for d in kept))}
 
 
 def note(lake: Lake, release_dir: str, request: str, result: dict[str, Any]) -> None:
     """Counts only: the release's ``stats.json`` and data card record the deletion."""
-    stats_uri = posixpath.join(release_dir, "stats.json")
-    stats = lake.read_json(stats_uri)
-    forgotten = stats.setdefault("forgotten", {"documents": 0, "requests": []})
-    forgotten["documents"] += result["documents"]
-    forgotten["requests"].append(
-        {"request": request, "documents": result["documents"], "shards": result["shards"]}
-    )
-    stats["docs_published"] = stats.get("docs_published", 0) - result["documents"]
-    stats["docs_out_weighted"] = sum(f["docs"] for f in result["files"] if f["format"] == "parquet")
-    stats["tokens"] = sum(f["tokens"] for f in result["files"] if f["format"] == "parquet")
-    lake.write_json(stats_uri, stats)
-    append_note(
+    parquet = [f for f in result["files"] if f["format"] == "parquet"]
+    note_deletion(
         lake,
-        posixpath.join(release_dir, "README.md"),
+        release_dir,
+        request,
+        {"documents": result["documents"], "shards": result["shards"]},
+        "docs_published",
         f"\n## Deletion ({request})\n\n{result['documents']} documents ({result['copies']} copies) were removed "
         f"from shards {', '.join(map(str, result['shards']))} by a `forget` request; the counts above are as "
         "released, `stats.json` holds the current ones.\n",
+        docs_out_weighted=sum(f["docs"] for f in parquet),
+        tokens=sum(f["tokens"] for f in parquet),
     )
-
-
-def append_note(lake: Lake, uri: str, text: str) -> None:
-    """Add ``text`` to a release's data card (rewritten whole: object stores cannot append)."""
-    fs, path = filesystem(uri, lake.s3)
-    with fs.open(path, "r", encoding="utf-8") as handle:
-        card = handle.read()
-    _replace(lake, uri, lambda handle: handle.write((card + text).encode("utf-8")))
