@@ -43,8 +43,15 @@ run: setup
 serve: setup
 	$(BIN)/feedstock serve
 
-test: setup
+# The browser test's Chromium, from Debian's packages (tests/integration/test_ui.py is skipped without it).
+CHROMIUM := /usr/bin/chromium
+
+test: setup $(CHROMIUM)
 	$(BIN)/pytest
+
+$(CHROMIUM):
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium) \
+		|| echo "warning: Chromium could not be installed; the browser test will be skipped"
 
 bench: setup
 	$(BIN)/python -m benchmarks

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import (
+    bench_catalog_page,
     bench_celery,
     bench_embeddings,
     bench_finetune,
@@ -34,6 +35,7 @@ SUITES = {
     "pretrain_feed": bench_pretrain_feed.run,
     "finetune": bench_finetune.run,
     "forget": bench_forget.run,
+    "catalog_page": bench_catalog_page.run,
     "formats": bench_formats.run,
     "serving": bench_serving.run,
     "quiet": bench_quiet.run,

@@ -1,0 +1,122 @@
+"""The "Feeds" page in the Airflow UI, in a real browser: Debian's Chromium driven by Playwright, against
+``airflow api-server`` with Airflow's own login. Screenshots are kept in ``tests/artifacts/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, _free_port, run_dag, task_states
+from tests.integration.test_finetune_feed import finetune_project  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture
+def api_server(tmp_path):
+    """``airflow api-server`` on the session's metadata DB, with one user, ``admin``."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+    }
+    log = (tmp_path / "api-server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "api-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, (
+            tmp_path / "api-server.log"
+        ).read_text()[-3000:]
+        time.sleep(1)
+    home = Path(os.environ["AIRFLOW_HOME"])
+    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    yield url, password
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Chromium is installed by `make test` (apt-get install chromium)"
+)
+def test_feeds_page_in_a_browser(finetune_project, api_server):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    for dag_id in ("ingest_warehouse", "finetune_feed"):
+        run = run_dag(dag_id, day=10)
+        assert run.state == "success", (dag_id, task_states(run))
+    url, password = api_server
+
+    # No session: no data.
+    anonymous = httpx.get(f"{url}/feedstock/", timeout=30)
+    assert anonymous.status_code == 401 and "finetune" not in anonymous.text
+    assert httpx.get(f"{url}/feedstock/api/lineage", params={"record": "tickets/1004"}).status_code == 401
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # Airflow's own login form.
+        page.goto(f"{url}/auth/login/", wait_until="networkidle")
+        page.fill("input[name='username']", "admin")
+        page.fill("input[name='password']", password)
+        page.click("button[type='submit']")
+        page.wait_for_url(lambda u: "/auth/login" not in u, timeout=60_000)
+
+        # The page in the Airflow UI's navigation, and on its own.
+        page.goto(f"{url}/plugin/feeds", wait_until="networkidle")
+        frame = page.frame_locator("iframe").first
+        frame.locator("h1").first.wait_for(timeout=60_000)
+        assert "feedstock: feeds" in frame.locator("h1").first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "feeds-in-airflow.png"), full_page=True)
+
+        page.goto(f"{url}/feedstock/", wait_until="networkidle")
+        body = page.inner_text("body")
+        assert "finetune.release" in body and "bronze.warehouse.tickets" in body
+        assert "release 1" in body and "Fine-tuning release 1" in page.inner_html("details")
+        assert page.locator("details .card table").count() >= 1  # the funnel, rendered from the data card
+        page.screenshot(path=str(ARTIFACTS / "feeds.png"), full_page=True)
+
+        page.fill("input[name='record']", "support_chats/good-01")
+        page.click("form[action='lineage'] button")
+        page.wait_for_load_state("networkidle")
+        assert "finetune release 1: published sft" in page.inner_text("#lineage + pre")
+        page.screenshot(path=str(ARTIFACTS / "feeds-lineage.png"), full_page=True)
+        traced = page.request.get(f"{url}/feedstock/api/lineage?record=support_chats/good-01").json()
+        assert traced["finetune"][0]["release"] == 1
+        browser.close()
