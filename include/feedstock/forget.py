@@ -266,6 +266,7 @@ def _tables(config, lake, ids, request, produced_by) -> dict[str, Any]:
                 .delete(predicate, commit_properties=commit.properties())
                 .get("num_deleted_rows", 0)
             )
+            lake.record_write(name, commit)
         _drop_files(lake, name, files)
         removed[name] = {"rows": rows, "versions": versions, "files_removed": len(files)}
     return removed
@@ -414,7 +415,7 @@ def _cache(config, lake, ids, request, produced_by) -> dict[str, Any]:
     ]
     deleted = store.delete(stale) if stale else 0
     if isinstance(store, LakeStore) and deleted:
-        _rewrite_without(store._table(), "false")
+        store.compact(_rewrite_without)
     return {"entries": deleted}
 
 

@@ -227,7 +227,7 @@ class Lake:
         _notify("read", self.uri(name))
         return table.to_pyarrow_dataset()
 
-    def _written(self, name: str, commit: Commit) -> None:
+    def record_write(self, name: str, commit: Commit) -> None:
         """Tell the observers: ``name`` was written, from the commit's inputs (``name@version`` of a lake table, or
         ``<source uri>@<as of>``)."""
         for pinned in commit.inputs:
@@ -266,7 +266,7 @@ class Lake:
                 writer_properties=WRITER,
                 commit_properties=commit.properties(),
             )
-        self._written(name, commit)
+        self.record_write(name, commit)
         return self.version(name) if target is None else target.version()  # type: ignore[return-value]
 
     def upsert(self, name: str, data: pa.Table | pa.RecordBatchReader, key: str, commit: Commit) -> int:
@@ -290,7 +290,7 @@ class Lake:
                 .when_not_matched_insert_all()
                 .execute()
             )
-        self._written(name, commit)
+        self.record_write(name, commit)
         return target.version()
 
     def restore(self, name: str, version: int, commit: Commit) -> int:

@@ -129,9 +129,8 @@ def lake_holds(root: Path, needle: str) -> list[str]:
     return found
 
 
-def check_openlineage(lake: Lake) -> None:
-    """Each feed's publishing task emitted OpenLineage events whose inputs and outputs are the catalog's tables
-    (their ``uri``), through the openlineage provider's file transport that tests/conftest.py configures."""
+def lineage_events(lake: Lake) -> dict[str, tuple[set[str], set[str]]]:
+    """Each job's inputs and outputs in the COMPLETE events about this lake."""
     events = [
         json.loads(line) for line in (Path(_HOME) / "openlineage" / "events.jsonl").read_text().splitlines()
     ]
@@ -141,6 +140,13 @@ def check_openlineage(lake: Lake) -> None:
             inputs, outputs = seen.setdefault(event["job"]["name"], (set(), set()))
             inputs |= {d["name"] for d in event.get("inputs", [])}
             outputs |= {d["name"] for d in event.get("outputs", [])}
+    return seen
+
+
+def check_openlineage(lake: Lake) -> None:
+    """Each feed's publishing task emitted OpenLineage events whose inputs and outputs are the catalog's tables
+    (their ``uri``), through the openlineage provider's file transport that tests/conftest.py configures."""
+    seen = lineage_events(lake)
     expected = {
         "ingest_documents.commit": ("", "bronze.documents.handbook"),
         "rag_feed.release": ("bronze.documents.handbook", "rag.index"),
@@ -210,6 +216,8 @@ def test_forget_one_person_everywhere(subject_project):
     )
     assert run.state == "success", task_states(run)
 
+    written = lineage_events(lake)["forget.tables"][1]
+    assert {lake.uri("bronze.documents.handbook"), lake.uri("pretrain.documents")} <= written, written
     receipt = lake.read(forget.RECEIPTS).to_pylist()[-1]
     assert receipt["verified"] and receipt["found"] == 0 and receipt["files_scanned"] > 50
     removed = json.loads(receipt["removed"])

@@ -255,6 +255,11 @@ class LakeStore:
         table.delete(f"id IN ({quoted})")
         return before - table.count_rows()
 
+    def compact(self, rewrite) -> None:
+        """Let ``rewrite(table)`` write the table anew (``forget``: deleted entries leave the files too)."""
+        if (table := self._table()) is not None:
+            rewrite(table, "false")
+
     def token(self) -> Any:
         table = self._table()
         if table is None:
