@@ -67,7 +67,11 @@ def options(
         "usage_data_collection": {"enabled": "False"},
         "cosmos": {"enable_telemetry": "False"},
         # Every task that reads or writes the lake reports those tables (feedstock_airflow._report_lineage).
-        "openlineage": {"transport": json.dumps(lineage_transport(home)), "namespace": "feedstock"},
+        "openlineage": {
+            "transport": json.dumps(lineage_transport(home)),
+            "namespace": "feedstock",
+            "execute_in_thread": "True",  # not a fork of the task process per event (forks of it can hang)
+        },
     }
 
 

@@ -42,6 +42,9 @@ os.environ.update(
         {"type": "file", "log_file_path": str(Path(_HOME) / "openlineage" / "events.jsonl"), "append": True}
     ),
     AIRFLOW__OPENLINEAGE__NAMESPACE="feedstock",
+    # Emit from a thread, not a forked child: a fork of this many-threaded process can hang (its lingering
+    # children held up the failing-run tests for minutes at a time).
+    AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD="True",
 )
 for folder in ("dags", "plugins"):
     if str(ROOT / folder) not in sys.path:
