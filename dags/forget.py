@@ -24,7 +24,7 @@ The request itself (with the strings) stays in Airflow's run configuration: clea
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, get_current_context, task
 
 import feedstock_airflow as fa

@@ -45,6 +45,10 @@ os.environ.update(
     # Emit from a thread, not a forked child: a fork of this many-threaded process can hang (its lingering
     # children held up the failing-run tests for minutes at a time).
     AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD="True",
+    # No DAG-run events: in dag.test() the provider sends them through a ProcessPoolExecutor forked from this
+    # process, whose workers hang, and every task's end then waits 30 s for the pool to shut down. The tests
+    # read the task events, which carry the datasets.
+    AIRFLOW__OPENLINEAGE__EMISSION_POLICY=json.dumps([{"scope": {}, "controls": {"emit_dag_events": False}}]),
 )
 for folder in ("dags", "plugins"):
     if str(ROOT / folder) not in sys.path:
