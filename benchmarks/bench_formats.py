@@ -76,7 +76,7 @@ def run() -> dict:
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir()
                 start = time.perf_counter()
-                written, _, _ = write_files(fs, str(folder), "shard-00000", batches, tokenizer, configs[side])
+                written = write_files(fs, str(folder), "shard-00000", batches, tokenizer, configs[side]).docs
                 took[side] += time.perf_counter() - start
                 out_bytes[side] += sum(p.stat().st_size for p in folder.iterdir())
             megabytes += size / 1e6

@@ -24,8 +24,8 @@ The request itself (with the strings) stays in Airflow's run configuration: clea
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 import feedstock_airflow as fa
 

@@ -1,11 +1,13 @@
-"""The "Feeds" page of the Airflow UI: the catalog, each feed's releases with their data cards, retrieval recall
-over time, a lineage graph, record lineage and search. Server-rendered HTML (Jinja2, the data cards through
+"""The "Feeds" page of the Airflow UI: the sources with their access tags, the catalog, each feed's releases
+with their data cards and charts (funnel, languages, token lengths, reject reasons), retrieval recall over time, a
+lineage graph, record lineage and search. Server-rendered HTML (Jinja2, the data cards through
 markdown-it); the Airflow plugin (``plugins/feedstock_ui.py``) mounts it behind Airflow's own authentication.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import posixpath
 from typing import Any
 
@@ -31,6 +33,8 @@ details { margin: .4rem 0; } summary { cursor: pointer; font-weight: 600; }
 .graph { display: flex; gap: 2rem; align-items: flex-start; } .graph ul { list-style: none; padding: 0; }
 .graph li { border: 1px solid #8c959f; border-radius: 4px; padding: 2px 6px; margin: 4px 0; }
 .hit { margin: .5rem 0; } .muted { color: #59636e; }
+.charts { display: flex; flex-wrap: wrap; gap: 1.5rem; } .charts figure { margin: 0; }
+.charts figcaption { font-weight: 600; font-size: 12px; } .tag { background: #ddf4ff; border-radius: 8px; padding: 0 6px; }
 </style></head><body>
 <h1>feedstock: feeds</h1>
 <form action="search" method="get"><b>Search the RAG index</b>
@@ -39,6 +43,13 @@ details { margin: .4rem 0; } summary { cursor: pointer; font-weight: 600; }
   <input name="record" size="50" value="{{ record }}" aria-label="record id" placeholder="tickets/1004">
   <button>Trace</button></form>
 {{ extra | safe }}
+<h2 id="sources">Sources ({{ sources | length }})</h2>
+<table><tr><th>source</th><th>kind</th><th>where</th><th>access tags</th></tr>
+{% for s in sources %}<tr><td><code>{{ s.name }}</code></td><td>{{ s.kind }}</td><td><code>{{ s.where }}</code></td>
+<td>{% for t in s.access_tags %}<span class="tag">{{ t }}</span> {% else %}<span class="muted">none: everyone</span>{% endfor %}</td></tr>
+{% endfor %}</table>
+<p class="muted">A source's access tags reach every chunk, cache entry and fine-tuning example derived from it;
+search and the cache serve a caller only what its tags allow.</p>
 <h2 id="datasets">Datasets ({{ entries | length }})</h2>
 <table><tr><th>dataset</th><th>version</th><th class="num">rows</th><th>produced by</th><th>inputs</th>
 <th>created</th></tr>
@@ -55,8 +66,8 @@ details { margin: .4rem 0; } summary { cursor: pointer; font-weight: 600; }
 {% if recall %}{{ recall | safe }}{% else %}<p class="muted">no release yet</p>{% endif %}
 <h2 id="releases">Releases</h2>
 {% for feed, cards in releases %}<h3>{{ feed }}</h3>
-{% for title, card in cards %}<details {% if loop.first %}open{% endif %}><summary>{{ title }}</summary>
-<div class="card">{{ card | safe }}</div></details>{% endfor %}
+{% for title, charts, card in cards %}<details {% if loop.first %}open{% endif %}><summary>{{ title }}</summary>
+<div class="charts">{{ charts | safe }}</div><div class="card">{{ card | safe }}</div></details>{% endfor %}
 {% if not cards %}<p class="muted">no release yet</p>{% endif %}{% endfor %}
 </body></html>"""
 )
@@ -67,6 +78,15 @@ def page(config: Config, lake: Lake, query: str = "", record: str = "", extra: s
     configured = {s.name for s in (*config.sources, *config.broken)}
     entries = catalog(lake, configured)
     return _PAGE.render(
+        sources=[
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "where": getattr(s, "uri", None) or f"{s.conn_id}: {s.table or 'query'}",
+                "access_tags": s.access_tags,
+            }
+            for s in config.sources
+        ],
         entries=entries,
         graph=graph(config, entries),
         recall=recall_chart(lake),
@@ -124,8 +144,47 @@ def recall_chart(lake: Lake) -> str:
     )
 
 
-def _cards(lake: Lake, feed: str) -> list[tuple[str, str]]:
-    """Each release's data card (newest first), rendered."""
+def bar_chart(title: str, counts: dict[str, int], colour: str = "#1f6feb") -> str:
+    """Horizontal bars, one per key in the given order, as an SVG figure (empty for no counts)."""
+    if not counts or not any(counts.values()):
+        return ""
+    peak, row, label_width, width = max(counts.values()), 18, 190, 220
+    bars = "".join(
+        f'<text x="{label_width - 6}" y="{i * row + 13}" font-size="11" text-anchor="end">'
+        f"{html.escape(str(k))[:30]}</text>"
+        f'<rect x="{label_width}" y="{i * row + 3}" width="{max(1, round(width * v / peak))}" height="{row - 6}" '
+        f'fill="{colour}"><title>{html.escape(str(k))}: {v:,}</title></rect>'
+        f'<text x="{label_width + max(1, round(width * v / peak)) + 4}" y="{i * row + 13}" font-size="11">{v:,}</text>'
+        for i, (k, v) in enumerate(counts.items())
+    )
+    return (
+        f'<figure><figcaption>{html.escape(title)}</figcaption><svg role="img" aria-label="{html.escape(title)}" '
+        f'width="{label_width + width + 60}" height="{len(counts) * row + 4}">{bars}</svg></figure>'
+    )
+
+
+def release_charts(feed: str, stats: dict[str, Any]) -> str:
+    """The charts of one release, from its ``stats.json``: what people would rather look at than read."""
+    top = lambda counts, n=12: dict(sorted(counts.items(), key=lambda kv: -kv[1])[:n])  # noqa: E731
+    if feed == "finetune":
+        funnel = {f["stage"]: f["out"] for f in stats.get("funnel", [])}
+        return (
+            bar_chart("examples kept after each stage", funnel)
+            + bar_chart("token lengths (examples)", stats.get("token_histogram") or {}, "#8250df")
+            + bar_chart("reject reasons", top(stats.get("rejects_by_reason") or {}), "#cf222e")
+        )
+    drops = {
+        r: n for reasons in (stats.get("drops_by_stage") or {}).values() for r, n in reasons.items() if n
+    }
+    return (
+        bar_chart("languages (documents)", top(stats.get("languages") or {}))
+        + bar_chart("token lengths (documents)", stats.get("token_histogram") or {}, "#8250df")
+        + bar_chart("drop reasons", top(drops), "#cf222e")
+    )
+
+
+def _cards(lake: Lake, feed: str) -> list[tuple[str, str, str]]:
+    """Each release's title, charts and data card (newest first), rendered."""
     fs = lake.fs
     path = posixpath.join(lake.root_path, feed, "releases")
     if not fs.exists(path):
@@ -136,8 +195,17 @@ def _cards(lake: Lake, feed: str) -> list[tuple[str, str]]:
         if fs.exists(card):
             with fs.open(card, "r", encoding="utf-8") as handle:
                 text = handle.read()
+            stats_file = posixpath.join(release, "stats.json")
+            stats = {}
+            if fs.exists(stats_file):
+                with fs.open(stats_file, "r", encoding="utf-8") as handle:
+                    stats = json.load(handle)
             cards.append(
-                (f"release {int(posixpath.basename(release))}", _MARKDOWN.render(_without_front_matter(text)))
+                (
+                    f"release {int(posixpath.basename(release))}",
+                    release_charts(feed, stats),
+                    _MARKDOWN.render(_without_front_matter(text)),
+                )
             )
     return cards
 

@@ -94,7 +94,9 @@ def cmd_finetune_show(args: argparse.Namespace) -> int:
     print(f"fine-tuning release {shown['release']}, {shown['split']}: {shown['total']} examples\n")
     for example in shown["examples"]:
         print(
-            f"=== {example['record_id']} ({example['kind']}, {example['tokens']} tokens, row {example['row']})"
+            f"=== {example['record_id']} ({example['kind']}, {example['tokens']} tokens, row {example['row']}"
+            + (f", access: {', '.join(example['access_tags'])}" if example.get("access_tags") else "")
+            + ")"
         )
         for turn in example["messages"]:
             print(f"[{turn['role']}] {turn['content']}")

@@ -111,6 +111,11 @@ def test_finetune_feed_end_to_end(finetune_project):
         and "support assistant" in tickets[0]["messages"][0]["content"]
     )
     assert {"answer_preferences/pair-01", "reviewed_answers/rev-4"} <= set(published)
+    # The tickets' access tag reaches each example derived from them, and every file that holds one.
+    assert {tuple(e["access_tags"]) for e in tickets} == {("support",)}
+    assert published["answer_preferences/pair-01"]["access_tags"] == []
+    files = lake.read("finetune.release").to_pylist()
+    assert all(f["access_tags"] == ["support"] for f in files if f["format"] == "openai_chat"), files
     assert published["reviewed_answers/rev-4"]["kind"] == "preference"
     assert set(stats["splits"]) == {"train", "validation"}
 

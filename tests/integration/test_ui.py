@@ -110,6 +110,12 @@ def test_feeds_page_in_a_browser(finetune_project, api_server):  # noqa: F811
         assert "finetune.release" in body and "bronze.warehouse.tickets" in body
         assert "release 1" in body and "Fine-tuning release 1" in page.inner_html("details")
         assert page.locator("details .card table").count() >= 1  # the funnel, rendered from the data card
+        # The sources with their access tags, and the release's charts drawn from its stats.json.
+        tickets = page.locator("#sources + table tr", has_text="tickets")
+        assert tickets.locator(".tag").all_inner_texts() == ["support"]
+        charts = page.locator("details[open] .charts svg")
+        assert charts.count() == 3, page.inner_html("details[open] .charts")
+        assert page.locator("svg[aria-label='examples kept after each stage'] rect").count() >= 5
         page.screenshot(path=str(ARTIFACTS / "feeds.png"), full_page=True)
 
         page.fill("input[name='record']", "support_chats/good-01")

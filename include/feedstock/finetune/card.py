@@ -72,7 +72,10 @@ never straddle train and validation.
 
 ## Files
 
-{_table(("file", "format", "kind", "split", "examples", "tokens"), [(f["path"], f["format"], f["kind"], f["split"], f["examples"], f["tokens"]) for f in files])}
+{_table(("file", "format", "kind", "split", "examples", "tokens", "access tags"), [(f["path"], f["format"], f["kind"], f["split"], f["examples"], f["tokens"], ", ".join(f.get("access_tags") or ()) or "none") for f in files])}
+
+A file's access tags are every tag of the sources its examples came from: train on it only where all of them
+are allowed.
 
 ## Loading it
 

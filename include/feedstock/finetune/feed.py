@@ -149,11 +149,12 @@ def show(lake: Lake, which: str = "latest", split: str = "train", n: int = 3) ->
     if number not in releases:
         raise ConfigError(f"no fine-tuning release {number}; releases: {', '.join(map(str, releases))}")
     dataset = lake.dataset(EXAMPLES)
+    columns = ["example_id", "record_id", "kind", "messages", "chosen", "rejected", "tokens", "row"]
     table = dataset.to_table(
         filter=(ds.field("release") == number)
         & (ds.field("status") == "published")
         & (ds.field("split") == split),
-        columns=["example_id", "record_id", "kind", "messages", "chosen", "rejected", "tokens", "row"],
+        columns=columns + [c for c in ("access_tags",) if c in dataset.schema.names],  # not before tags
     ).sort_by([("kind", "ascending"), ("row", "ascending")])
     return {
         "release": number,

@@ -107,7 +107,7 @@ def process_source(
             kept = list(run_steps(kept, after, stats, drops))
             rejects += [_reject(d, record_of[d.doc_id]) for d in drops]
             if kept:
-                writer.write_table(_contract(_rows(kept, hasher), stats, rejects))
+                writer.write_table(_contract(_rows(kept, hasher, source.access_tags), stats, rejects))
     lake.write_parquet(rejects_uri, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
     staged = lake.parquet_dataset([examples_uri]).count_rows()  # from the footer: the rows stay on disk
     result = {
@@ -230,7 +230,7 @@ def _mart_batches(
         con.close()
 
 
-def _rows(examples: list[Example], hasher: Any) -> pa.Table:
+def _rows(examples: list[Example], hasher: Any, access_tags: tuple[str, ...] = ()) -> pa.Table:
     from feedstock.stages.dedup import exact_hashes
 
     exact = exact_hashes(
@@ -258,6 +258,7 @@ def _rows(examples: list[Example], hasher: Any) -> pa.Table:
                 "exact_hash": int(exact[i]),
                 "signature": sig_bytes[i],
                 "buckets": bucket_lists[i],
+                "access_tags": list(access_tags),
             }
             for i, e in enumerate(examples)
         ],

@@ -36,6 +36,7 @@ from feedstock.finetune.tables import (
     RELEASE_SCHEMA,
 )
 from feedstock.lake import Commit, Lake, filesystem, join
+from feedstock.stages.tokenizers import length_histogram, ordered_histogram
 
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -95,7 +96,8 @@ def release(
     out = release_dir(lake, number)
     files, row_of = _write_files(config, lake, out, rows)
     stats["files"] = [
-        {k: f[k] for k in ("path", "format", "kind", "split", "examples", "tokens")} for f in files
+        {k: f[k] for k in ("path", "format", "kind", "split", "examples", "tokens", "access_tags")}
+        for f in files
     ]
     lake.write_json(posixpath.join(out, "dataset_info.json"), exports.dataset_info(files))
     lake.write_json(posixpath.join(out, "stats.json"), stats)
@@ -125,6 +127,7 @@ def release(
                 "uri": f"{out}/{f['path']}",
                 "examples": f["examples"],
                 "tokens": f["tokens"],
+                "access_tags": f["access_tags"],
             }
             for f in files
         ],
@@ -140,6 +143,7 @@ def release(
                     "uri": f"{out}/README.md",
                     "examples": 0,
                     "tokens": 0,
+                    "access_tags": [],
                 }
             ],
             schema=RELEASE_SCHEMA,
@@ -247,8 +251,10 @@ def _write_files(
                             )
                         handle.write(exports.dumps(value))
         tokens = int(pc.sum(group["tokens"]).as_py() or 0)
+        tags = sorted({t for ts in group["access_tags"].to_pylist() for t in ts or ()})
         files += [
-            {k: v for k, v in e.items() if k != "info"} | {"examples": group.num_rows, "tokens": tokens}
+            {k: v for k, v in e.items() if k != "info"}
+            | {"examples": group.num_rows, "tokens": tokens, "access_tags": tags}
             for e in entries
         ]
     return files, row_of
@@ -332,7 +338,7 @@ def _stats(
             k.removeprefix("pii:"): v for k, v in stages.get("pii", Counter()).items() if k.startswith("pii:")
         },
         "truncated": stages.get("length", Counter()).get("truncated", 0),
-        "token_histogram": _histogram(tokens),
+        "token_histogram": ordered_histogram(length_histogram(tokens)),
         "files_quarantined": [
             {"source": f["source"], "file": f["relative"], "reason": f.get("reason")}
             for r in results
@@ -341,13 +347,3 @@ def _stats(
         ],
         "inputs": list(prepared["inputs"]),
     }
-
-
-def _histogram(tokens: list[int]) -> dict[str, int]:
-    edges = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
-    counts: Counter = Counter()
-    for n in tokens:
-        low = max(e for e in edges if e <= n)
-        high = next((e for e in edges if e > n), None)
-        counts[f"{low}-{high - 1}" if high else f"{low}+"] += 1
-    return {k: counts[k] for k in sorted(counts, key=lambda k: int(k.split("-")[0].rstrip("+")))}

@@ -2,10 +2,11 @@
 
 Tables, committed by :func:`feedstock.finetune.release.release`:
 
-- ``finetune.release``: one row per published file: ``release, split, format, uri, examples, tokens``.
+- ``finetune.release``: one row per published file: ``release, split, format, uri, examples, tokens,
+  access_tags`` (every access tag of the file's examples: who may train on it).
 - ``finetune.rejects``: ``example_id, record_id, source, stage, reason, release``, one row per example set aside.
 - ``finetune.examples``: the canonical rows of every processed example, published or not, with their source record
-  id, split and row in the split's files (lineage) and their exact hash, MinHash signature and LSH buckets (the
+  id, split and row in the split's files (lineage), their source's access tags, and their exact hash, MinHash signature and LSH buckets (the
   dedup state later releases compare against).
 - ``finetune.files``: ``source, relative, version, status, reason, release``: the dataset files each release read
   (or quarantined), so a later release reads only new and changed files.
@@ -39,6 +40,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("exact_hash", pa.int64()),
         ("signature", pa.binary()),
         ("buckets", pa.list_(pa.int64())),
+        ("access_tags", pa.list_(pa.string())),  # the source's, for whoever trains on or serves the example
     ]
 )
 REJECT_SCHEMA = pa.schema(
@@ -66,6 +68,7 @@ RELEASE_SCHEMA = pa.schema(
         ("uri", pa.string()),
         ("examples", pa.int64()),
         ("tokens", pa.int64()),
+        ("access_tags", pa.list_(pa.string())),  # every tag of the file's examples
     ]
 )
 EXAMPLES_SCHEMA = pa.schema(
@@ -86,6 +89,7 @@ EXAMPLES_SCHEMA = pa.schema(
         ("signature", pa.binary()),
         ("buckets", pa.list_(pa.int64())),
         ("spec", pa.string()),
+        ("access_tags", pa.list_(pa.string())),
     ]
 )
 FILES_SCHEMA = pa.schema(

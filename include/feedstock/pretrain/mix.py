@@ -14,7 +14,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,31 +74,40 @@ def write_shard(
     name = f"shard-{shard:05d}"
     fs, base = filesystem(out, lake.s3)
     fs.makedirs(base, exist_ok=True)
-    docs_written, tokens_by_source, nanogpt = write_files(fs, base, name, reader, tokenizer, p)
+    written = write_files(fs, base, name, reader, tokenizer, p)
     return {
         "shard": shard,
         "name": name,
-        "docs": docs_written,
-        "tokens": int(sum(tokens_by_source.values())),
-        "tokens_by_source": dict(tokens_by_source),
+        "docs": written.docs,
+        "tokens": int(sum(written.tokens_by_source.values())),
+        "tokens_by_source": dict(written.tokens_by_source),
+        "token_histogram": dict(written.lengths),
         "dtype": tokenizer.dtype.str,
         "tokenizer": tokenizer.name,
         "eos_id": tokenizer.eos_id,
         "vocab_size": tokenizer.vocab_size,
-        "nanogpt": dict(nanogpt),
+        "nanogpt": dict(written.nanogpt),
     }
+
+
+class Written(NamedTuple):
+    docs: int
+    tokens_by_source: Counter
+    nanogpt: Counter  # nanoGPT's documents per split
+    lengths: Counter  # documents per token-length bucket (feedstock.stages.tokenizers.length_histogram)
 
 
 def write_files(
     fs: Any, base: str, name: str, batches: Iterable[pa.RecordBatch], tokenizer: Any, p: Pretrain
-) -> tuple[int, Counter, Counter]:
+) -> Written:
     """Tokenize ``batches`` (``doc_id, source, text``) once and write the files of every format in
-    ``p.formats`` into the folder ``base``; return the documents written, tokens per source and nanoGPT's
-    per-split counts."""
+    ``p.formats`` into the folder ``base``; return what was written."""
     from feedstock.pretrain.tokenize import TokenShardWriter
+    from feedstock.stages.tokenizers import length_histogram
 
     tokens_by_source: Counter = Counter()
     nanogpt: Counter = Counter()
+    lengths: Counter = Counter()
     docs_written = 0
     with ExitStack() as files:
         if "megatron" in p.formats:
@@ -125,11 +134,12 @@ def write_files(
                 _write_nanogpt(splits, batch.column("doc_id").to_pylist(), encoded, tokenizer, p, nanogpt)
             for source, n in zip(batch.column("source").to_pylist(), counts, strict=True):
                 tokens_by_source[source] += n
+            length_histogram(counts, lengths)
             docs_written += batch.num_rows
     if "megatron" in p.formats:
         with fs.open(posixpath.join(base, f"{name}.idx"), "wb") as handle:
             handle.write(megatron.index_bytes())
-    return docs_written, tokens_by_source, nanogpt
+    return Written(docs_written, tokens_by_source, nanogpt, lengths)
 
 
 def _write_nanogpt(splits, doc_ids, encoded, tokenizer, p, counts: Counter) -> None:

@@ -38,6 +38,7 @@ from feedstock.pretrain.tables import (
 )
 from feedstock.pretrain.workspace import release_dir, run_dir
 from feedstock.stages import dedup
+from feedstock.stages.tokenizers import ordered_histogram
 
 
 def _merge_stats(results: list[dict[str, Any]]) -> dict[str, Counter]:
@@ -79,8 +80,10 @@ def release(
         {"shard": r["label"], "reason": r["reason"]} for r in results if r["status"] == "quarantined"
     ]
     tokens_by_source: Counter = Counter()
+    lengths: Counter = Counter()
     for s in shards:
         tokens_by_source.update(s["tokens_by_source"])
+        lengths.update(s.get("token_histogram", {}))
     kept_before_dedup = stages.get("read", Counter())["out"] - sum(
         v for stage, c in stages.items() if stage != "read" for k, v in c.items() if k.startswith("dropped:")
     )
@@ -91,6 +94,7 @@ def release(
         "docs_out_weighted": docs_out,
         "tokens": int(sum(tokens_by_source.values())),
         "tokens_by_source": dict(tokens_by_source),
+        "token_histogram": ordered_histogram(lengths),  # documents per token length, after source weights
         "drops_by_stage": {
             stage: {k.removeprefix("dropped:"): v for k, v in c.items() if k.startswith("dropped:")}
             for stage, c in stages.items()

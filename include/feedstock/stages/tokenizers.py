@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,23 @@ from typing import Any
 import numpy as np
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+LENGTH_EDGES = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # the buckets of the data cards' histograms
+
+
+def length_histogram(lengths: Iterable[int], counts: Counter | None = None) -> Counter:
+    """Token lengths counted into the buckets of :data:`LENGTH_EDGES` (``"128-255"``, ``"8192+"``), added to
+    ``counts`` when given, so a feed can count shard by shard and merge."""
+    counts = Counter() if counts is None else counts
+    for n in lengths:
+        low = max(e for e in LENGTH_EDGES if e <= n)
+        high = next((e for e in LENGTH_EDGES if e > n), None)
+        counts[f"{low}-{high - 1}" if high else f"{low}+"] += 1
+    return counts
+
+
+def ordered_histogram(counts: Counter | dict[str, int]) -> dict[str, int]:
+    """The buckets in increasing order of length, for a card or a chart."""
+    return {k: counts[k] for k in sorted(counts, key=lambda k: int(k.split("-")[0].rstrip("+")))}
 
 
 class Tokenizer:
