@@ -15,7 +15,9 @@ commits new bronze data.
 6. **build**: applies the changes to the model's LanceDB table as a new, unreleased version.
 7. **evaluate**: recall@k and MRR on the golden set; fails (or warns) below `rag.min_recall`.
 8. **release**: records `rag.index` in the lake and switches search to the new version, atomically.
-9. **refresh_cache**: deletes every semantic-cache entry grounded on a document that changed or was deleted
+9. **dbt_docs**: dbt's documentation site, generated from this run's models when the dbt project changed (the
+   Feeds page serves it as "dbt docs").
+10. **refresh_cache**: deletes every semantic-cache entry grounded on a document that changed or was deleted
    (`feedstock serve` also checks each hit against the released index), and with `serve.cache.warm` loads past
    answers (e.g. resolved tickets) into the cache, each grounded on its own released document.
 
@@ -63,6 +65,18 @@ def rag_feed():
         planned = index.plan(cfg, fa.lake(cfg), prepared["env"]["FEEDSTOCK_DUCKDB"], fa.run_key(context))
         fa.log.info("rag plan: %s", planned.stats)
         return planned.batches
+
+    @task(pool=fa.DBT_POOL)
+    def dbt_docs(prepared: dict) -> dict:
+        from feedstock.dbt_docs import generate
+
+        cfg = fa.config()
+        with fa.one_line_errors():
+            done = generate(
+                fa.lake(cfg), fa.DBT_PROJECT, prepared["env"]["FEEDSTOCK_DUCKDB"], fa.dbt_executable()
+            )
+        fa.log.info("dbt docs: %s", done)
+        return done
 
     @task(map_index_template="{{ task.op_kwargs['batch'].rsplit('/', 1)[-1] }}")
     def embed(batch: str) -> int:
@@ -127,12 +141,14 @@ def rag_feed():
     prepared = prepare()
     batches = plan(prepared)
     prepared >> transform >> batches
+    docs = dbt_docs(prepared)
+    batches >> docs  # after the last reader of the run's DuckDB file: dbt opens it for writing
     built = build()
     embed.expand(batch=batches) >> validate() >> built
     done = release(prepared, built, evaluate(built))
     refresh_cache(done)
     # A teardown: runs whatever happened, and does not decide the run's state.
-    done >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
+    [done, docs] >> fa.cleanup_run_file(prepared).as_teardown(setups=prepared)
 
 
 rag_feed()

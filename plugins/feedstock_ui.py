@@ -69,6 +69,17 @@ def lineage(record: str = Query("", max_length=1000)) -> str:
     return page(config, lake, record=record, extra=extra)
 
 
+@app.get("/dbt-docs", response_class=HTMLResponse)
+def dbt_docs() -> HTMLResponse:
+    """dbt's own documentation site of the project, as the last ``rag_feed`` run generated it."""
+    from feedstock.dbt_docs import read_page
+
+    page = read_page(_context()[1])
+    if page is None:
+        return HTMLResponse("<p>No dbt docs yet: the first <code>rag_feed</code> run writes them.</p>", 404)
+    return HTMLResponse(page)
+
+
 @app.get("/api/lineage")
 def lineage_json(record: str = Query(..., min_length=1, max_length=1000)) -> JSONResponse:
     from feedstock.lineage import trace
@@ -89,5 +100,6 @@ class FeedstockPlugin(AirflowPlugin):
     name = "feedstock"
     fastapi_apps = [{"app": app, "url_prefix": "/feedstock", "name": "feedstock"}]
     external_views = [
-        {"name": "Feeds", "href": "/feedstock/", "destination": "nav", "url_route": "feeds", "icon": None}
+        {"name": "Feeds", "href": "/feedstock/", "destination": "nav", "url_route": "feeds", "icon": None},
+        {"name": "dbt docs", "href": "/feedstock/dbt-docs", "destination": "nav", "url_route": "dbt-docs"},
     ]

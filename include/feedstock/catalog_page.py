@@ -42,6 +42,7 @@ details { margin: .4rem 0; } summary { cursor: pointer; font-weight: 600; }
 <form action="lineage" method="get"><b>Lineage of a record</b>
   <input name="record" size="50" value="{{ record }}" aria-label="record id" placeholder="tickets/1004">
   <button>Trace</button></form>
+<p><a href="dbt-docs">dbt docs</a>: the models, their columns and tests, and dbt's lineage graph.</p>
 {{ extra | safe }}
 <h2 id="sources">Sources ({{ sources | length }})</h2>
 <table><tr><th>source</th><th>kind</th><th>where</th><th>access tags</th></tr>

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import yaml
 
+from feedstock import dbt_docs
 from feedstock.config import DEFAULT_CONFIG, load_config
 from feedstock.lake import Lake
 from feedstock.rag import index
@@ -64,6 +66,12 @@ def test_incremental_rag_feed(rag_project):
     top = index.search(config, lake, "How many days of PTO do new employees get?", k=3)
     assert top[0]["doc_id"] == "handbook/policies/pto_policy.md"
     assert set(top[0]) == {"chunk_id", "doc_id", "uri", "title", "section", "page", "text", "score"}
+    # dbt's docs site, with the catalog of the models this run built (their columns' types).
+    assert states["dbt_docs"] == "success"
+    page = dbt_docs.read_page(lake).decode()
+    assert "model.feedstock.rag_documents" in page and "content_hash" in page and "VARCHAR" in page.upper()
+    docs_file = Path(rag_project.lake) / dbt_docs.PAGE
+    written = docs_file.stat().st_mtime_ns
 
     # Nothing changed: nothing embedded, no new release.
     version = lake.version(index.INDEX_TABLE)
@@ -80,6 +88,7 @@ def test_incremental_rag_feed(rag_project):
     ingest_and_refresh(11)
     second = release_stats(lake)
     assert 0 < second["embedded"] <= 3, second
+    assert docs_file.stat().st_mtime_ns == written  # the dbt project did not change: the docs are not rebuilt
     assert second["removed"] >= 1 and second["reused"] > 100
     assert second["chunks_total"] == first["chunks_total"] - second["removed"] + second["embedded"]
     hits = index.search(config, lake, "home office stipend for remote employees", k=10)

@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from feedstock import dbt_docs
+from feedstock.lake import Lake
+from feedstock_airflow import DBT_PROJECT
 from tests.conftest import ROOT, _free_port, run_dag, task_states
 from tests.integration.test_finetune_feed import finetune_project  # noqa: F401 - the fixture
 
@@ -81,11 +84,14 @@ def test_feeds_page_in_a_browser(finetune_project, api_server):  # noqa: F811
         run = run_dag(dag_id, day=10)
         assert run.state == "success", (dag_id, task_states(run))
     url, password = api_server
+    # dbt's docs site, as rag_feed writes it (this test runs no rag_feed): without a run's catalog.
+    assert dbt_docs.generate(Lake(finetune_project.lake), DBT_PROJECT)["generated"]
 
     # No session: no data.
     anonymous = httpx.get(f"{url}/feedstock/", timeout=30)
     assert anonymous.status_code == 401 and "finetune" not in anonymous.text
     assert httpx.get(f"{url}/feedstock/api/lineage", params={"record": "tickets/1004"}).status_code == 401
+    assert httpx.get(f"{url}/feedstock/dbt-docs", timeout=30).status_code == 401
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -125,4 +131,13 @@ def test_feeds_page_in_a_browser(finetune_project, api_server):  # noqa: F811
         page.screenshot(path=str(ARTIFACTS / "feeds-lineage.png"), full_page=True)
         traced = page.request.get(f"{url}/feedstock/api/lineage?record=support_chats/good-01").json()
         assert traced["finetune"][0]["release"] == 1
+
+        # dbt's own docs site, rendered by its JavaScript from the manifest inside the page.
+        page.goto(f"{url}/feedstock/", wait_until="networkidle")
+        page.click("text=dbt docs")
+        page.wait_for_url("**/dbt-docs")
+        # rendered from the manifest inside the page (in the project tree, collapsed, and the search index)
+        page.get_by_text("finetune_conversations").first.wait_for(state="attached", timeout=60_000)
+        assert "dbt" in page.title().lower()
+        page.screenshot(path=str(ARTIFACTS / "dbt-docs.png"), full_page=True)
         browser.close()
