@@ -488,26 +488,53 @@ def verify(lake: Lake, strings: tuple[str, ...]) -> dict[str, Any]:
     ``.gz`` files decompressed; every other file is searched as bytes, case-insensitively.
     """
     fs, root = filesystem(lake.root, lake.s3)
+    fs.invalidate_cache()  # s3fs lists from a cache that earlier tasks of this process filled
     needles = [s.lower().encode() for s in strings]
     found, files, size = [], 0, 0
     for path in sorted(fs.find(root)):
+        try:
+            with fs.open(path, "rb") as handle:
+                held, read = _stream_holds(handle, needles)
+                if path.endswith(".parquet"):
+                    handle.seek(0)
+                    held |= _parquet_holds(handle, strings)
+                elif path.endswith(".gz"):
+                    handle.seek(0)
+                    with gzip.open(handle) as unzipped:
+                        held |= _stream_holds(unzipped, needles)[0]
+        except FileNotFoundError:  # removed since the listing (a log clean-up): it holds nothing now
+            continue
         files += 1
-        with fs.open(path, "rb") as handle:
-            data = handle.read()
-        size += len(data)
-        held = {i for i, needle in enumerate(needles) if needle in data.lower()}
-        if path.endswith(".parquet"):
-            try:
-                held |= _table_holds(pq.read_table(pa.BufferReader(data)), strings)
-            except pa.ArrowInvalid:  # not Parquet after all: its bytes were searched
-                pass
-        elif path.endswith(".gz"):
-            decompressed = gzip.decompress(data).lower()
-            held |= {i for i, needle in enumerate(needles) if needle in decompressed}
+        size += read
         for number in sorted(held):
             found.append({"file": posixpath.relpath(path, root), "string": digest(strings[number])})
     found += _lancedb_versions(lake, strings)
     return {"files_scanned": files, "bytes_scanned": size, "strings": len(strings), "found": found}
+
+
+def _stream_holds(handle, needles: list[bytes], block: int = 8 << 20) -> tuple[set[int], int]:
+    """Which ``needles`` (lower-case) occur in a file, read a block at a time (a block's tail is kept, so a
+    string across two blocks is found); and the bytes read."""
+    keep = max((len(n) for n in needles), default=1) - 1
+    tail, held, read = b"", set(), 0
+    while chunk := handle.read(block):
+        read += len(chunk)
+        data = tail + chunk.lower()
+        held |= {i for i, needle in enumerate(needles) if needle in data}
+        tail = data[-keep:] if keep else b""
+    return held, read
+
+
+def _parquet_holds(handle, strings: tuple[str, ...]) -> set[int]:
+    """Which of ``strings`` a Parquet file's decoded values hold, a row group at a time."""
+    try:
+        parquet = pq.ParquetFile(handle)
+    except pa.ArrowInvalid:  # not Parquet after all: its bytes were searched
+        return set()
+    held: set[int] = set()
+    for group in range(parquet.num_row_groups):
+        held |= _table_holds(parquet.read_row_group(group), strings)
+    return held
 
 
 def _table_holds(table: pa.Table, strings: tuple[str, ...]) -> set[int]:

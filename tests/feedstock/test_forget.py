@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import re
 
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedstock.config import ConfigError
-from feedstock.forget import ForgetRequest, _table_holds, verify
+from feedstock.forget import ForgetRequest, _stream_holds, _table_holds, verify
 from feedstock.lake import Lake
 
 
@@ -56,3 +57,10 @@ def test_verify_decodes_parquet_whose_bytes_hide_the_string(tmp_path):
     result = verify(lake, ("jane@example.com",))
     assert result["files_scanned"] == 2
     assert [f["file"] for f in result["found"]] == ["t.parquet"]
+
+
+def test_a_string_across_two_read_blocks_is_found():
+    data = b"x" * 10 + b"Jane.Roe@example.com" + b"y" * 10
+    for block in (4, 7, 15, 64):
+        held, read = _stream_holds(io.BytesIO(data), [b"jane.roe@example.com", b"absent"], block)
+        assert (held, read) == ({0}, len(data)), block

@@ -115,17 +115,19 @@ def subject_project(project, tmp_path, monkeypatch):
     return project
 
 
-def lake_holds(root: Path, needle: str) -> list[str]:
-    """An independent scan: every file's bytes, and every Parquet file's decoded values."""
+def lake_holds(root: Path | str, needle: str, fs=None) -> list[str]:
+    """An independent scan: every file's bytes, and every Parquet file's decoded values (local, or on ``fs``)."""
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
     found = []
-    for path in root.rglob("*"):
-        if not path.is_file():
-            continue
-        data = path.read_bytes().lower()
-        if path.suffix == ".parquet":
-            data += json.dumps(pq.read_table(path).to_pylist(), default=str).lower().encode()
+    for path in fs.find(str(root)):
+        data = fs.cat_file(path).lower()
+        if path.endswith(".parquet"):
+            with fs.open(path, "rb") as handle:
+                data += json.dumps(pq.read_table(handle).to_pylist(), default=str).lower().encode()
         if needle.lower().encode() in data:
-            found.append(str(path.relative_to(root)))
+            found.append(path)
     return found
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import yaml
 
-from feedstock import dbt_docs
+from feedstock import dbt_docs, forget
 from feedstock.config import DEFAULT_CONFIG, load_config
 from feedstock.lake import Lake
 from feedstock.rag import index
 from tests.conftest import SAMPLE, run_dag, task_states
+from tests.integration.test_forget import EMAIL, NAME, PHONE, PROSE, lake_holds
 from tests.integration.test_ingest_warehouse import seed
 
 pytestmark = pytest.mark.slow
@@ -164,6 +166,10 @@ def _mart() -> pa.Table:
 def test_rag_feed_on_an_s3_lake(rag_project, s3):
     """The whole chain on an S3 lake (moto): bronze, bronze landed in the run's DuckDB file, LanceDB, search."""
     fs, bucket = s3
+    (rag_project.handbook / "people").mkdir(exist_ok=True)
+    (rag_project.handbook / "people" / "payroll.md").write_text(
+        "# Payroll\n\n" + PROSE.format(name=NAME, email=EMAIL, phone=PHONE) + "\n"
+    )
     raw = yaml.safe_load(rag_project.config.read_text())
     raw["lake"] = f"s3://{bucket}/lake"
     rag_project.config.write_text(yaml.safe_dump(raw))
@@ -184,3 +190,21 @@ def test_rag_feed_on_an_s3_lake(rag_project, s3):
     assert second["embedded"] == 0 and second["removed"] >= 1
     hits = index.search(config, lake, "home office stipend for remote employees", k=10)
     assert hits and all(h["doc_id"] != "handbook/policies/remote_work_policy.md" for h in hits)
+
+    # Forgetting on an S3 lake: the person planted in one page leaves every object in the bucket.
+    assert lake_holds(f"{bucket}/lake", EMAIL, fs)
+    run = (
+        __import__("forget")
+        .forget()
+        .test(
+            logical_date=datetime(2026, 11, 12, tzinfo=UTC), run_conf={"contains": [EMAIL], "verify": [NAME]}
+        )
+    )
+    assert run.state == "success", task_states(run)
+    receipt = lake.read(forget.RECEIPTS).to_pylist()[-1]
+    assert receipt["verified"] and receipt["found"] == 0 and receipt["records"] == 1
+    fs.invalidate_cache()
+    assert lake_holds(f"{bucket}/lake", EMAIL, fs) == [] and lake_holds(f"{bucket}/lake", NAME, fs) == []
+    assert index.search(config, lake, "How many days of PTO do new employees get?", k=3)[0]["doc_id"] == (
+        "handbook/policies/pto_policy.md"
+    )
