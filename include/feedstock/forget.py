@@ -565,14 +565,13 @@ def _leaves(arrays) -> list[pa.Array]:
 
 
 def _lancedb_versions(lake: Lake, strings: tuple[str, ...]) -> list[dict[str, Any]]:
-    from feedstock.rag.index import _connect
+    from feedstock.rag.index import _connect, each_version
 
     found = []
     db = _connect(lake)
     for name in db.table_names():
         table = db.open_table(name)
-        for version in sorted(v["version"] for v in table.list_versions()):
-            table.checkout(version)
+        for version in each_version(table):
             found += [
                 {"file": f"lancedb:{name}@{version}", "string": digest(strings[i])}
                 for i in sorted(_table_holds(table.to_arrow(), strings))

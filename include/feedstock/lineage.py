@@ -135,18 +135,14 @@ def _quote(value: str) -> str:
 
 
 def _rag(lake: Lake, record: str) -> list[dict[str, Any]]:
-    from feedstock.rag.index import _connect, read_pointer
+    from feedstock.rag.index import _connect, each_version, read_pointer
 
     pointer = read_pointer(lake)
     if pointer is None or pointer.get("version") is None:
         return []
     table = _connect(lake).open_table(pointer["table"])
     where = f"doc_id = {_quote(record)}"
-    versions = []
-    for version in sorted(v["version"] for v in table.list_versions()):
-        table.checkout(version)
-        if table.count_rows(where):
-            versions.append(version)
+    versions = [version for version in each_version(table) if table.count_rows(where)]
     if not versions:
         return []
     table.checkout(pointer["version"])

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -86,6 +87,14 @@ def _connect(lake: Lake):
 
     options = lake.s3.delta_options() if lake.root.startswith("s3://") else None
     return lancedb.connect(lancedb_uri(lake), storage_options=options)
+
+
+def each_version(table) -> Iterator[int]:
+    """Check out every version of a LanceDB table in turn, oldest first, and yield its number (lineage and
+    forget's verification look into each)."""
+    for version in sorted(v["version"] for v in table.list_versions()):
+        table.checkout(version)
+        yield version
 
 
 def _tokenizer(spec: Embedding):
