@@ -15,6 +15,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def rerank(query: str, documents: list[str]) -> list[dict]:
+    """A stand-in for a cross-encoder, unlike the embedding model on purpose: the share of the question's words
+    (4+ letters) that a passage holds, so a test can tell the reranker's order from the retrieval's."""
+    words = {w for w in query.lower().split() if len(w) >= 4}
+    scores = [len(words & set(d.lower().split())) / max(len(words), 1) for d in documents]
+    order = sorted(range(len(documents)), key=lambda i: (-scores[i], i))
+    return [{"index": i, "relevance_score": scores[i]} for i in order]
+
+
 def main(port: int, mode: str) -> None:
     model = None
     if mode == "ok":
@@ -41,6 +50,9 @@ def main(port: int, mode: str) -> None:
                 return
             if mode == "slow":
                 time.sleep(30)
+            if self.path.endswith("/rerank"):  # the rerank API of Cohere, Jina, vLLM and Infinity
+                self._send({"model": body["model"], "results": rerank(body["query"], body["documents"])})
+                return
             if self.path.startswith("/model/") and self.path.endswith("/invoke"):  # Bedrock InvokeModel
                 vector = model.encode([body["inputText"]], normalize_embeddings=True)[0].tolist()
                 self._send({"embedding": vector, "inputTextTokenCount": len(body["inputText"].split())})

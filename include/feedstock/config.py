@@ -39,6 +39,7 @@ __all__ = [
     "Finetune",
     "DocumentSource",
     "Embedding",
+    "Rerank",
     "MinHash",
     "Pretrain",
     "Cache",
@@ -396,6 +397,30 @@ class Embedding:
 
 
 @dataclass(frozen=True)
+class Rerank:
+    """An optional reranking stage after retrieval, off unless configured (no reranking model ships offline here).
+
+    ``provider: http`` speaks the rerank API that Cohere, Jina, vLLM, Infinity and TEI's compatible route share:
+    ``POST {endpoint}/rerank`` with ``{model, query, documents, top_n}``, answered with
+    ``{"results": [{"index", "relevance_score"}]}``. Search retrieves ``candidates`` chunks and returns the top k
+    in the reranker's order (see :mod:`feedstock.rag.rerank`).
+    """
+
+    endpoint: str = _text("a URL")
+    model: str = _text("a model name")
+    provider: str = _one_of("http", "http")
+    api_key_env: str | None = (
+        None  # the environment variable holding a bearer token, if the endpoint needs one
+    )
+    candidates: int = _positive_int(20)
+    timeout_s: float = _positive(10.0)
+    retries: int = _rule("an integer >= 0", lambda v: v >= 0, 1)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'rag.rerank'")
+
+
+@dataclass(frozen=True)
 class Rag:
     chunk_tokens: int = _positive_int(200)  # the budget, counted with the embedding model's own tokenizer
     chunk_overlap: int = _rule("an integer >= 0", lambda v: v >= 0, 32)
@@ -405,6 +430,7 @@ class Rag:
     min_recall: float = _rule("a number between 0 and 1", lambda v: 0 <= v <= 1, 0.0)  # recall@k floor
     on_low_recall: str = _one_of("fail", "fail", "warn")
     ann_min_rows: int = _rule("an integer >= 0", lambda v: v >= 0, 5_000)  # build an ANN index from here
+    rerank: Rerank | None = None  # off by default
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'rag'")
@@ -769,6 +795,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
         order.append(name)
     rag = _section(raw, "rag", "config")
     embedding = _build(Embedding, _section(rag, "embedding", "config 'rag'"), "config 'rag.embedding'")
+    if rag.get("rerank") is not None:
+        rag = {
+            **rag,
+            "rerank": _build(Rerank, _section(rag, "rerank", "config 'rag'"), "config 'rag.rerank'"),
+        }
     if isinstance(rag.get("golden_set"), str):
         rag = {**rag, "golden_set": resolve_uri(rag["golden_set"], base_dir)}
     return Config(

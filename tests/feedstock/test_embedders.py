@@ -1,12 +1,13 @@
-"""Embedding providers over real HTTP against our own OpenAI-compatible server."""
+"""Embedding and reranking providers over real HTTP against our own OpenAI-compatible server."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from feedstock.config import Embedding
+from feedstock.config import ConfigError, Embedding, Rerank, parse_config
 from feedstock.rag.embedders import EmbeddingError, embedder
+from feedstock.rag.rerank import rerank
 
 
 def test_openai_compatible_provider_matches_the_local_model(openai_server):
@@ -38,3 +39,41 @@ def test_bedrock_provider_over_the_invoke_model_api(openai_server, monkeypatch):
     vectors = remote.embed(["Which Relay version added SSO?", "How long is the free trial?"])
     local = embedder(Embedding()).embed(["Which Relay version added SSO?", "How long is the free trial?"])
     assert vectors.shape == (2, 384) and np.allclose((vectors * local).sum(axis=1), 1.0, atol=1e-3)
+
+
+RETRIEVED = [
+    {"chunk_id": "a", "text": "The office kitchen is cleaned on Fridays.", "score": 0.9},
+    {"chunk_id": "b", "text": "New employees receive fifteen days of paid leave each year.", "score": 0.8},
+    {"chunk_id": "c", "text": "Paid leave requests need manager approval.", "score": 0.7},
+]
+
+
+def test_http_reranker_orders_by_the_endpoints_scores(openai_server):
+    spec = Rerank(endpoint=openai_server("ok"), model="rerank-test")
+    ranked = rerank(spec, "how many days of paid leave do new employees receive", RETRIEVED, k=2)
+    assert [r["chunk_id"] for r in ranked] == ["b", "c"]  # the endpoint's order, not the retrieval's
+    assert ranked[0]["retrieval_score"] == 0.8 and ranked[0]["score"] > ranked[1]["score"]
+    assert all(r["reranked"] for r in ranked)
+
+
+def test_a_failing_reranker_keeps_the_retrieval_order(openai_server, caplog):
+    spec = Rerank(endpoint=openai_server("error"), model="rerank-test", retries=1, timeout_s=0.5)
+    ranked = rerank(spec, "paid leave", RETRIEVED, k=2)
+    assert [(r["chunk_id"], r["score"], r["reranked"]) for r in ranked] == [
+        ("a", 0.9, False),
+        ("b", 0.8, False),
+    ]
+    assert "rerank with 'rerank-test' failed after 2 attempts (HTTPStatusError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "rerank, words",
+    [
+        ({"endpoint": "http://localhost:9/v1"}, "config 'rag.rerank': field 'model'"),
+        ({"endpoint": "http://localhost:9/v1", "model": "m", "candidates": 0}, "field 'candidates'"),
+        ({"endpoint": "http://localhost:9/v1", "model": "m", "top": 3}, "unknown field 'top'"),
+    ],
+)
+def test_rerank_configuration_is_checked_at_load_time(rerank, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_config({"lake": "./lake", "sources": [], "rag": {"rerank": rerank}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from feedstock import dbt_docs, forget
-from feedstock.config import DEFAULT_CONFIG, load_config
+from feedstock.config import DEFAULT_CONFIG, Rerank, load_config
 from feedstock.lake import Lake
 from feedstock.rag import index
 from tests.conftest import SAMPLE, run_dag, task_states
@@ -53,7 +54,7 @@ def release_stats(lake: Lake) -> dict:
     return lake.last_commit(index.INDEX_TABLE)["stats"]
 
 
-def test_incremental_rag_feed(rag_project):
+def test_incremental_rag_feed(rag_project, openai_server):
     lake = Lake(rag_project.lake)
     config = load_config()
 
@@ -68,8 +69,17 @@ def test_incremental_rag_feed(rag_project):
     top = index.search(config, lake, "How many days of PTO do new employees get?", k=3)
     assert top[0]["doc_id"] == "handbook/policies/pto_policy.md"
     assert set(top[0]) == {"chunk_id", "doc_id", "uri", "title", "section", "page", "text", "score"}
+    # With a reranker configured (over real HTTP), search returns the reranker's top k of its candidates.
+    question = "How many days of PTO do new employees get?"
+    spec = Rerank(endpoint=openai_server("ok"), model="rerank-test", candidates=10)
+    reranked = index.search(replace(config, rag=replace(config.rag, rerank=spec)), lake, question, k=3)
+    candidates = {r["chunk_id"]: r["score"] for r in index.search(config, lake, question, k=10)}
+    assert len(reranked) == 3 and all(r["reranked"] for r in reranked)
+    assert [r["score"] for r in reranked] == sorted((r["score"] for r in reranked), reverse=True)
+    assert all(candidates[r["chunk_id"]] == r["retrieval_score"] for r in reranked)
+
     # dbt's docs site, with the catalog of the models this run built (their columns' types).
-    assert states["dbt_docs"] == "success"
+    assert states["dbt_docs[-1]"] == "success"
     page = dbt_docs.read_page(lake).decode()
     assert "model.feedstock.rag_documents" in page and "content_hash" in page and "VARCHAR" in page.upper()
     docs_file = Path(rag_project.lake) / dbt_docs.PAGE

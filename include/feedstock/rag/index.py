@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from feedstock import contracts
 from feedstock.config import _NAME as SOURCE_NAME
-from feedstock.config import Config, Embedding
+from feedstock.config import Config, Embedding, Rerank
 from feedstock.errors import CommitConflict, IndexNotReady
 from feedstock.lake import Commit, Lake, Txn, filesystem, join
 from feedstock.rag.embedders import embedder, index_name
@@ -644,14 +644,25 @@ def search(
         raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
     pointer, table = open_released(lake, at)
     embed = query_embedder(pointer_embedding(config, pointer)).embed
-    return search_table(table, embed, query, k, where, mode)
+    return search_table(table, embed, query, k, where, mode, rerank=config.rag.rerank)
 
 
 def search_table(
-    table, embed, query: str, k: int, where: str | None, mode: str, ann: Ann | None = None
+    table,
+    embed,
+    query: str,
+    k: int,
+    where: str | None,
+    mode: str,
+    ann: Ann | None = None,
+    rerank: Rerank | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k chunks of an open LanceDB table; ``where`` is a filter built by this module, never user text.
-    ``ann``: the table's index settings, when the caller already knows its size."""
+    ``ann``: the table's index settings, when the caller already knows its size. With ``rerank``, its
+    ``candidates`` chunks are retrieved and the reranker's top k returned (:mod:`feedstock.rag.rerank`)."""
+    wanted = k
+    if rerank is not None:
+        k = max(k, rerank.candidates)
     vector = embed([query])[0]
     if mode == "hybrid":
         builder = table.search(query_type="hybrid").vector(vector).text(query)
@@ -670,6 +681,10 @@ def search_table(
             {key: row.get(key) for key in ("chunk_id", "doc_id", "uri", "title", "section", "page", "text")}
             | {"score": round(float(score), 4)}
         )
+    if rerank is not None:
+        from feedstock.rag.rerank import rerank as reranked
+
+        return reranked(rerank, query, results, wanted)
     return results
 
 

@@ -266,7 +266,9 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
         view = index.view()
         where = " AND ".join(w for w in (filters, visible_to(sorted(tags), view.tags)) if w) or None
         ann = Ann(len(view.chunks))  # the index's settings follow its size, which the view already counted
-        return search_table(view.table, view.embed, body.query, body.k, where, body.mode, ann)
+        return search_table(
+            view.table, view.embed, body.query, body.k, where, body.mode, ann, rerank=config.rag.rerank
+        )
 
     @app.post("/cache/lookup")
     def lookup(body: LookupRequest, request: Request) -> dict[str, Any]:
