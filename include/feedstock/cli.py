@@ -164,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="number of chunks (default 5)")
     search.add_argument("--source", help="only chunks of this source")
     search.add_argument("--tag", action="append", help="only chunks carrying this access tag (repeatable)")
-    search.add_argument("--mode", choices=["vector", "hybrid"], default="vector")
+    search.add_argument(
+        "--mode",
+        choices=["vector", "fts", "hybrid"],
+        default=None,
+        help="vector similarity, full-text (BM25) or both fused (RRF; --json explains each score); "
+        "default: rag.search_mode (vector)",
+    )
     search.add_argument("--json", action="store_true", help="print a JSON list")
     search.add_argument(
         "--access",

@@ -40,6 +40,7 @@ __all__ = [
     "DocumentSource",
     "Embedding",
     "Rerank",
+    "SEARCH_MODES",
     "MinHash",
     "Pretrain",
     "Cache",
@@ -396,6 +397,9 @@ class Embedding:
             raise ConfigError("config 'rag.embedding': field 'quantize' needs runtime: onnx")
 
 
+SEARCH_MODES = ("vector", "fts", "hybrid")  # vector similarity, full-text (BM25), both fused (RRF)
+
+
 @dataclass(frozen=True)
 class Rerank:
     """An optional reranking stage after retrieval, off unless configured (no reranking model ships offline here).
@@ -431,6 +435,8 @@ class Rag:
     on_low_recall: str = _one_of("fail", "fail", "warn")
     ann_min_rows: int = _rule("an integer >= 0", lambda v: v >= 0, 5_000)  # build an ANN index from here
     rerank: Rerank | None = None  # off by default
+    # the default of `feedstock search`, /search and the golden-set evaluation (`make bench` suite ranking)
+    search_mode: str = _one_of("vector", *SEARCH_MODES)
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'rag'")

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from feedstock import contracts
 from feedstock.config import _NAME as SOURCE_NAME
-from feedstock.config import Config, Embedding, Rerank
+from feedstock.config import SEARCH_MODES, Config, Embedding, Rerank
 from feedstock.errors import CommitConflict, IndexNotReady
 from feedstock.lake import Commit, Lake, Txn, filesystem, join
 from feedstock.rag.embedders import embedder, index_name
@@ -625,23 +625,29 @@ def pointer_embedding(config: Config, pointer: dict[str, Any]) -> Embedding:
     return Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
 
 
+MODES = SEARCH_MODES
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.); a hybrid score of 1.0 is first in both lists
+
+
 def search(
     config: Config,
     lake: Lake,
     query: str,
     k: int = 5,
     source: str | None = None,
-    mode: str = "vector",
+    mode: str | None = None,
     tags: list[str] | None = None,
     at: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k chunks for a question from the released index (or from ``at``: a built, unreleased version).
 
-    ``source`` and ``tags`` are values, never SQL: see :func:`search_filter`.
+    ``mode``: vector, fts or hybrid; ``rag.search_mode`` when not given. ``source`` and ``tags`` are values, never
+    SQL: see :func:`search_filter`.
     """
     where = search_filter(source, tags)  # before any I/O: a bad filter reads nothing
-    if mode not in ("vector", "hybrid"):
-        raise ValueError(f"mode must be 'vector' or 'hybrid', got {mode!r}")
+    mode = mode or config.rag.search_mode
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     pointer, table = open_released(lake, at)
     embed = query_embedder(pointer_embedding(config, pointer)).embed
     return search_table(table, embed, query, k, where, mode, rerank=config.rag.rerank)
@@ -663,24 +669,38 @@ def search_table(
     wanted = k
     if rerank is not None:
         k = max(k, rerank.candidates)
-    vector = embed([query])[0]
-    if mode == "hybrid":
-        builder = table.search(query_type="hybrid").vector(vector).text(query)
+    if mode == "fts":
+        builder = table.search(query, query_type="fts")
     else:
-        builder = table.search(vector, vector_column_name="vector").metric("cosine")
-    builder = (ann or Ann(table.count_rows())).tune(builder)  # below rag.ann_min_rows: an exact scan
+        vector = embed([query])[0]
+        if mode == "hybrid":
+            from lancedb.rerankers import RRFReranker
+
+            builder = (
+                table.search(query_type="hybrid")
+                .vector(vector)
+                .text(query)
+                .rerank(RRFReranker(K=RRF_K, return_score="all"))
+            )
+        else:
+            builder = table.search(vector, vector_column_name="vector").metric("cosine")
+        builder = (ann or Ann(table.count_rows())).tune(builder)  # below rag.ann_min_rows: an exact scan
     if where:
         builder = builder.where(where, prefilter=True)
     rows = builder.limit(k).to_list()
     results = []
     for row in rows:
-        score = row.get("_relevance_score")
-        if score is None:
-            score = 1.0 - float(row.get("_distance", 1.0))
-        results.append(
-            {key: row.get(key) for key in ("chunk_id", "doc_id", "uri", "title", "section", "page", "text")}
-            | {"score": round(float(score), 4)}
-        )
+        hit = {key: row.get(key) for key in ("chunk_id", "doc_id", "uri", "title", "section", "page", "text")}
+        similarity = None if row.get("_distance") is None else round(1.0 - float(row["_distance"]), 4)
+        bm25 = None if row.get("_score") is None else round(float(row["_score"]), 4)
+        if mode == "vector":
+            hit["score"] = similarity
+        elif mode == "fts":
+            hit["score"] = bm25
+        else:  # 1.0: ranked first by both; each part says what it was
+            hit["score"] = round(float(row["_relevance_score"]) * (RRF_K + 1) / 2, 4)
+            hit["explain"] = {"vector_similarity": similarity, "bm25": bm25, "fusion": f"rrf k={RRF_K}"}
+        results.append(hit)
     if rerank is not None:
         from feedstock.rag.rerank import rerank as reranked
 

@@ -30,6 +30,8 @@ def service_search(config: Config, args: argparse.Namespace) -> list[dict[str, A
     if key := os.environ.get("FEEDSTOCK_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
     body = {"query": args.question, "k": args.k, "mode": args.mode, "tags": args.tag or []}
+    if args.mode is None:
+        del body["mode"]  # the service's rag.search_mode
     if args.source:
         body["source"] = args.source
     response = httpx.post(f"{url}/search", json=body, headers=headers, timeout=60)

@@ -108,7 +108,7 @@ class SearchRequest(_Strict):
     k: int = Field(default=5, ge=1)
     source: str | None = None
     tags: list[str] = Field(default_factory=list)  # only chunks that carry every one of these tags
-    mode: Literal["vector", "hybrid"] = "vector"
+    mode: Literal["vector", "fts", "hybrid"] | None = None  # rag.search_mode when not given
 
 
 class LookupRequest(_Strict):
@@ -267,7 +267,14 @@ def create_app(config: Config, lake: Lake | None = None, cache_store=None):
         where = " AND ".join(w for w in (filters, visible_to(sorted(tags), view.tags)) if w) or None
         ann = Ann(len(view.chunks))  # the index's settings follow its size, which the view already counted
         return search_table(
-            view.table, view.embed, body.query, body.k, where, body.mode, ann, rerank=config.rag.rerank
+            view.table,
+            view.embed,
+            body.query,
+            body.k,
+            where,
+            body.mode or config.rag.search_mode,
+            ann,
+            rerank=config.rag.rerank,
         )
 
     @app.post("/cache/lookup")

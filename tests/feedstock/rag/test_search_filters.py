@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedstock.config import Embedding
+from feedstock.config import Config, Embedding
 from feedstock.lake import Lake
 from feedstock.rag import index
 from feedstock.rag.index import SearchFilterError, search, search_filter, where_clause
@@ -118,10 +118,11 @@ def chunks(**wanted) -> set[str]:
 
 
 def found(lake: Lake, mode: str = "vector", **filters) -> set[str]:
-    return {hit["chunk_id"] for hit in search(None, lake, "travel policy", k=50, mode=mode, **filters)}
+    config = Config(lake=lake.root, sources=())
+    return {hit["chunk_id"] for hit in search(config, lake, "travel policy", k=50, mode=mode, **filters)}
 
 
-@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+@pytest.mark.parametrize("mode", ["vector", "fts", "hybrid"])
 def test_plain_filters_select_their_rows(lake, mode):
     assert found(lake, mode) == chunks()
     assert found(lake, mode, source="tickets") == chunks(source="tickets") == {"c3", "c4"}
@@ -132,7 +133,7 @@ def test_plain_filters_select_their_rows(lake, mode):
     assert found(lake, mode, tags=["team-a.b:c/d"]) == set()
 
 
-@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+@pytest.mark.parametrize("mode", ["vector", "fts", "hybrid"])
 @pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v)[:40])
 @pytest.mark.parametrize("kind", ["source", "tags"])
 def test_a_hostile_filter_matches_only_itself_or_is_refused(lake, kind, value, mode):
@@ -175,3 +176,15 @@ def test_below_the_rule_a_value_is_a_literal_that_matches_only_itself(lake, valu
     # The odd rows are found by their own values: the literal is exact, not merely harmless.
     assert chunks(source="O'Brien") == {"c7"} and chunks(tags=["x\\"]) == {"c8"}
     assert chunks(source="x\\' OR true --") == {"c9"}
+
+
+def test_each_mode_says_what_its_score_is(lake):
+    config = Config(lake=lake.root, sources=())
+    vector, fts, hybrid = (search(config, lake, "travel policy of tickets", k=3, mode=m) for m in index.MODES)
+    assert all(-1.0 <= h["score"] <= 1.0 and "explain" not in h for h in vector)  # cosine similarity
+    assert all(h["score"] > 0 for h in fts)  # BM25
+    # Hybrid: reciprocal rank fusion scaled so that 1.0 is first in both lists, with each part shown.
+    assert all(0 < h["score"] <= 1.0 for h in hybrid)
+    assert all(set(h["explain"]) == {"vector_similarity", "bm25", "fusion"} for h in hybrid)
+    assert [h["score"] for h in hybrid] == sorted((h["score"] for h in hybrid), reverse=True)
+    assert Config(lake=lake.root, sources=()).rag.search_mode == "vector"  # the measured best (make bench)
