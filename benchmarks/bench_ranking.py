@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from benchmarks.bench_embeddings import DEBIAN_HANDBOOK, _golden
 from benchmarks.bench_retrieval import ROOT, _docs
-from feedstock.config import Config, Embedding
+from feedstock.config import SEARCH_MODES, Config, Embedding
 from feedstock.rag.chunking import Chunker, embedding_text, load_tokenizer
 from feedstock.rag.embedders import embedder
-from feedstock.rag.index import MODES, index_table, search_table
+from feedstock.rag.index import index_table, search_table
 
 K = 5
 
@@ -100,7 +100,7 @@ def run() -> dict:
                 "questions": len(golden),
                 "chunks": chunks,
                 "embed_seconds": round(seconds, 1),
-                **{mode: _rank(table, model.embed, golden, mode) for mode in MODES},
+                **{mode: _rank(table, model.embed, golden, mode) for mode in SEARCH_MODES},
             }
     finally:
         shutil.rmtree(work, ignore_errors=True)

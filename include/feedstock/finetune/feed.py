@@ -154,7 +154,7 @@ def show(lake: Lake, which: str = "latest", split: str = "train", n: int = 3) ->
         filter=(ds.field("release") == number)
         & (ds.field("status") == "published")
         & (ds.field("split") == split),
-        columns=columns + [c for c in ("access_tags",) if c in dataset.schema.names],  # not before tags
+        columns=columns + (["access_tags"] if "access_tags" in dataset.schema.names else []),  # older lakes
     ).sort_by([("kind", "ascending"), ("row", "ascending")])
     return {
         "release": number,

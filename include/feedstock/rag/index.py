@@ -625,7 +625,6 @@ def pointer_embedding(config: Config, pointer: dict[str, Any]) -> Embedding:
     return Embedding(**pointer["embedding"]) if "embedding" in pointer else config.rag.embedding
 
 
-MODES = SEARCH_MODES
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.); a hybrid score of 1.0 is first in both lists
 
 
@@ -646,8 +645,8 @@ def search(
     """
     where = search_filter(source, tags)  # before any I/O: a bad filter reads nothing
     mode = mode or config.rag.search_mode
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
     pointer, table = open_released(lake, at)
     embed = query_embedder(pointer_embedding(config, pointer)).embed
     return search_table(table, embed, query, k, where, mode, rerank=config.rag.rerank)

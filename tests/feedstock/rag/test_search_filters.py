@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedstock.config import Config, Embedding
+from feedstock.config import SEARCH_MODES, Config, Embedding
 from feedstock.lake import Lake
 from feedstock.rag import index
 from feedstock.rag.index import SearchFilterError, search, search_filter, where_clause
@@ -180,7 +180,9 @@ def test_below_the_rule_a_value_is_a_literal_that_matches_only_itself(lake, valu
 
 def test_each_mode_says_what_its_score_is(lake):
     config = Config(lake=lake.root, sources=())
-    vector, fts, hybrid = (search(config, lake, "travel policy of tickets", k=3, mode=m) for m in index.MODES)
+    vector, fts, hybrid = (
+        search(config, lake, "travel policy of tickets", k=3, mode=m) for m in SEARCH_MODES
+    )
     assert all(-1.0 <= h["score"] <= 1.0 and "explain" not in h for h in vector)  # cosine similarity
     assert all(h["score"] > 0 for h in fts)  # BM25
     # Hybrid: reciprocal rank fusion scaled so that 1.0 is first in both lists, with each part shown.
