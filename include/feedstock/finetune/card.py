@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from feedstock.finetune.exports import axolotl_stanza
+from feedstock.stages.tokenizers import histogram_bars
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
@@ -28,9 +29,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 def data_card(stats: dict[str, Any], files: list[dict[str, Any]], where: str) -> str:
     funnel = [(f["stage"], f["in"], f["out"], f["in"] - f["out"]) for f in stats["funnel"]]
     reasons = sorted(stats["rejects_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
-    histogram = list(stats["token_histogram"].items())
-    peak = max((n for _, n in histogram), default=0)
-    bars = [(bucket, n, "#" * max(1, round(30 * n / peak)) if n else "") for bucket, n in histogram]
+    bars = histogram_bars(stats["token_histogram"])
     quarantined = [(q["source"], q["file"], q["reason"]) for q in stats["files_quarantined"]]
     stanza = axolotl_stanza(where, files)
     return f"""# Fine-tuning release {stats["release"]}

@@ -43,18 +43,13 @@ class Embedder:
         raise NotImplementedError
 
     def _retry(self, call, what: str):
-        delay = 0.5
-        for attempt in range(self.spec.retries + 1):
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001 - every provider error is retried, then reported
-                if attempt == self.spec.retries:
-                    raise EmbeddingError(
-                        f"{self.provider} embedding with model {self.model!r} failed after {attempt + 1} attempts "
-                        f"({what}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                    ) from None
-                time.sleep(delay)
-                delay *= 2
+        try:
+            return with_retries(call, self.spec.retries)
+        except Exception as exc:  # noqa: BLE001 - every provider error is retried, then reported
+            raise EmbeddingError(
+                f"{self.provider} embedding with model {self.model!r} failed after {self.spec.retries + 1} "
+                f"attempts ({what}): {one_line(exc)}"
+            ) from None
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -152,6 +147,24 @@ class BedrockEmbedder(Embedder):
             return self._retry(call, "1 text")
 
         return _normalize(np.asarray([one(t) for t in texts], dtype=np.float32))
+
+
+def with_retries(call, retries: int, delay: float = 0.5):
+    """``call()``, tried up to ``retries`` more times with exponential backoff (remote providers: embedding,
+    reranking); the last attempt's error propagates."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception:
+            if attempt == retries:
+                raise
+            time.sleep(delay)
+            delay *= 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one short line: its type and its message, whitespace folded, at most 200 characters."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

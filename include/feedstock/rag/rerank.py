@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 from feedstock.config import Rerank
+from feedstock.rag.embedders import one_line, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +64,15 @@ def rerank(spec: Rerank, query: str, results: list[dict[str, Any]], k: int) -> l
     """The top ``k`` of ``results`` in the reranker's order; the retrieval's top ``k`` if it fails."""
     if not results:
         return results
-    delay, error = 0.25, None
-    for attempt in range(spec.retries + 1):
-        try:
-            scores = reranker(spec).scores(query, [r["text"] for r in results])
-            break
-        except Exception as exc:  # noqa: BLE001 - every provider error is retried, then logged
-            error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            if attempt < spec.retries:
-                time.sleep(delay)
-                delay *= 2
-    else:
+    passages = [r["text"] for r in results]
+    try:
+        scores = with_retries(lambda: reranker(spec).scores(query, passages), spec.retries, delay=0.25)
+    except Exception as exc:  # noqa: BLE001 - every provider error is retried, then logged
         log.warning(
             "rerank with %r failed after %s attempts (%s); results keep the retrieval order",
             spec.model,
             spec.retries + 1,
-            error,
+            one_line(exc),
         )
         return [r | {"reranked": False} for r in results[:k]]
     order = sorted(range(len(results)), key=lambda i: -scores[i])[:k]

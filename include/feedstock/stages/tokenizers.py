@@ -40,6 +40,12 @@ def ordered_histogram(counts: Counter | dict[str, int]) -> dict[str, int]:
     return {k: counts[k] for k in sorted(counts, key=lambda k: int(k.split("-")[0].rstrip("+")))}
 
 
+def histogram_bars(histogram: dict[str, int], width: int = 30) -> list[tuple[str, int, str]]:
+    """``(bucket, count, bar)`` rows for a data card's table: the bar is ``#`` scaled to the largest bucket."""
+    peak = max(histogram.values(), default=0)
+    return [(k, n, "#" * max(1, round(width * n / peak)) if n else "") for k, n in histogram.items()]
+
+
 class Tokenizer:
     """The family base: ``encode_batch`` and ``decode``, plus the vocabulary size and the EOS id."""
 
