@@ -232,6 +232,9 @@ class DocumentSource:
     batch_size: int = _positive_int(200)  # files per mapped parse task
     aws_conn_id: str | None = None
     access_tags: tuple[str, ...] = ()  # carried onto every chunk, for filtered search
+    # HTML: "content" keeps the article (navigation, sidebars, headers, footers and tables of contents dropped);
+    # "page" keeps the whole page but its <nav> and <footer>. A change re-parses the source's files.
+    html_extraction: str = _one_of("content", "content", "page")
     kind: str = field(default="documents", init=False)
 
     def __post_init__(self) -> None:
@@ -401,6 +404,19 @@ SEARCH_MODES = ("vector", "fts", "hybrid")  # vector similarity, full-text (BM25
 
 
 @dataclass(frozen=True)
+class Boilerplate:
+    """Lines repeated across a source's documents (footers, licence lines, "Edit this page"), dropped before
+    chunking: a line of at least ``min_chars`` characters in at least ``min_docs`` documents of its source.
+    Markdown headings never are (they are the documents' structure). ``min_docs: 0`` switches it off."""
+
+    min_docs: int = _rule("an integer >= 0", lambda v: v >= 0, 5)
+    min_chars: int = _positive_int(20)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "config 'rag.boilerplate'")
+
+
+@dataclass(frozen=True)
 class Rerank:
     """An optional reranking stage after retrieval, off unless configured (no reranking model ships offline here).
 
@@ -437,6 +453,7 @@ class Rag:
     rerank: Rerank | None = None  # off by default
     # the default of `feedstock search`, /search and the golden-set evaluation (`make bench` suite ranking)
     search_mode: str = _one_of("vector", *SEARCH_MODES)
+    boilerplate: Boilerplate = Boilerplate()
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'rag'")
@@ -806,6 +823,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path = PROJECT_ROOT) -> Config:
             **rag,
             "rerank": _build(Rerank, _section(rag, "rerank", "config 'rag'"), "config 'rag.rerank'"),
         }
+    boilerplate = _section(rag, "boilerplate", "config 'rag'")
+    rag = {**rag, "boilerplate": _build(Boilerplate, boilerplate, "config 'rag.boilerplate'")}
     if isinstance(rag.get("golden_set"), str):
         rag = {**rag, "golden_set": resolve_uri(rag["golden_set"], base_dir)}
     return Config(

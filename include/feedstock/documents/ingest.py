@@ -40,9 +40,16 @@ import pyarrow as pa
 
 from feedstock import contracts
 from feedstock.config import DocumentSource
-from feedstock.documents.parsers import BAD_LINE, ParseLimits, ParseOptions, ParseWorker, Quarantined
+from feedstock.documents.parsers import (
+    BAD_LINE,
+    PARSERS_VERSION,
+    ParseLimits,
+    ParseOptions,
+    ParseWorker,
+    Quarantined,
+)
 from feedstock.forget import forgotten_ids
-from feedstock.lake import Commit, Lake, Txn, filesystem, modified_time
+from feedstock.lake import Commit, Lake, Txn, filesystem, join, modified_time
 
 PAGE = pa.struct([("page", pa.int32()), ("start", pa.int64()), ("end", pa.int64())])
 TS = pa.timestamp("us", tz="UTC")
@@ -179,6 +186,13 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
     stage = staging_dir(lake, run_key, source.name)
     lake.clear(stage)
     blocked = forgotten_ids(lake)
+    # Parse settings changed since the last run: every file is parsed again, and only a changed text is a new version.
+    uri = parsed_with_uri(lake, source.name)
+    before = (
+        lake.read_json(uri) if lake.exists(uri) else parse_signature(DocumentSource(source.name, source.uri))
+    )
+    reparse = read_versions["documents"] is not None and before != parse_signature(source)
+    texts = _parsed_texts(lake, source, read_versions["documents"]) if reparse else {}
     todo, unchanged, still_quarantined, forgotten, present = [], 0, 0, 0, set()
     for file in files:
         doc_id = f"{source.name}/{file['relative']}"
@@ -189,7 +203,7 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
             forgotten += 1
             continue
         previous = state.get(doc_id)
-        if previous and not previous["is_deleted"] and _same_file(previous, file):
+        if previous and not previous["is_deleted"] and _same_file(previous, file) and not reparse:
             unchanged += 1
             continue
         last_bad = held.get(doc_id)
@@ -204,6 +218,7 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
                 "previous_hash": live["content_hash"] if live else None,
                 "previous_version": previous["doc_version"] if previous else 0,
                 "quarantined_hash": last_bad["content_hash"] if last_bad else None,
+                "previous_text": texts.get(doc_id),
             }
         )
     tombstones = [
@@ -224,11 +239,45 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
         "quarantined": still_quarantined,
         "forgotten": forgotten,
         "to_parse": len(todo),
+        "reparsed": sum(1 for f in todo if f["previous_text"]),
         "tombstones": tombstones,
         "read_versions": read_versions,
     }
     lake.write_json(f"{stage}/plan.json", summary)
     return batches, summary
+
+
+def parse_signature(source: DocumentSource) -> dict[str, Any]:
+    """The settings that shape a file's parsed text; when they change, the source's files are parsed again."""
+    return {
+        "parsers": PARSERS_VERSION,
+        "html_extraction": source.html_extraction,
+        "text_field": source.text_field,
+        "title_field": source.title_field,
+    }
+
+
+def parsed_with_uri(lake: Lake, source: str) -> str:
+    return join(lake.root, "ingest", "parsed_with", f"{source}.json")
+
+
+def text_hash(title: str | None, text: str | None) -> str:
+    """A document's parsed title and text, hashed the same way here and (with DuckDB's sha256) in :func:`plan`."""
+    return hashlib.sha256(f"{title or ''}\x00{text or ''}".encode()).hexdigest()
+
+
+def _parsed_texts(lake: Lake, source: DocumentSource, version: int | None) -> dict[str, str]:
+    """``{doc_id: text_hash}`` of the source's live documents, for a re-parse to tell which texts changed."""
+    table = lake.read(
+        documents_table(source.name), ["doc_id", "doc_version", "is_deleted", "title", "text"], version
+    )
+    if table is None or table.num_rows == 0:
+        return {}
+    rows = duckdb.sql(
+        """select doc_id, sha256(coalesce(title, '') || chr(0) || coalesce(text, '')) from "table"
+           qualify row_number() over (partition by doc_id order by doc_version desc) = 1 and not is_deleted"""
+    ).fetchall()
+    return dict(rows)
 
 
 def _same_file(previous: dict[str, Any], file: dict[str, Any]) -> bool:
@@ -257,6 +306,7 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
         text_field=source.text_field,
         title_field=source.title_field,
         limits=ParseLimits.for_max_file_mb(source.max_file_mb),
+        html_content=source.html_extraction == "content",
     )
     max_bytes = int(source.max_file_mb * 1024 * 1024)
     documents, quarantined, counts = [], [], {"ingested": 0, "unchanged": 0, "quarantined": 0}
@@ -283,7 +333,7 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
                 with fs.open(path, "rb") as handle:
                     data = handle.read()
                 base["content_hash"] = hashlib.sha256(data).hexdigest()
-                if base["content_hash"] == file["previous_hash"]:
+                if base["content_hash"] == file["previous_hash"] and not file.get("previous_text"):
                     counts["unchanged"] += 1  # touched, not changed: no parsing, no new version
                     continue
                 if base["content_hash"] == file["quarantined_hash"]:
@@ -297,6 +347,9 @@ def parse_batch(source: DocumentSource, lake: Lake, batch: Batch, as_of: datetim
             except (OSError, MemoryError) as exc:
                 counts["quarantined"] += 1
                 quarantined.append(held(base, "unreadable", f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            if file.get("previous_text") == text_hash(parsed.title, parsed.text):
+                counts["unchanged"] += 1  # parsed again under new settings, to the same text: no new version
                 continue
             counts["ingested"] += 1
             if parsed.extraction == "whole_page":  # an HTML page whose chrome could not be told from content
@@ -377,6 +430,7 @@ def commit(
         "contract_failures": contract_failures,
         "quarantine_reasons": _reason_counts(rejected),
         "html_whole_page": counts["html_whole_page"],  # HTML ingested whole: no content told from its chrome
+        "reparsed": summary.get("reparsed", 0),  # files parsed again because the parse settings changed
     }
     if (
         stats["files_seen"]
@@ -400,6 +454,7 @@ def commit(
             rejected,
             Commit(produced_by, inputs, stats, Txn(app_id, run_key, read["quarantine"])),
         )
+    lake.write_json(parsed_with_uri(lake, source.name), parse_signature(source))
     lake.write_receipt(stage, result)
     lake.clean_staging("ingest_documents", run_key)
     return result

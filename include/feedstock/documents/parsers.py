@@ -91,6 +91,11 @@ class ParseLimits:
         return self.timeout_s + self.timeout_s_per_mb * size_bytes / MB
 
 
+# Part of every source's parse signature (feedstock.documents.ingest.parse_signature): bump it when a parser's
+# output changes, and every source's files are parsed again on its next run (only changed texts become versions).
+PARSERS_VERSION = 1
+
+
 @dataclass(frozen=True)
 class ParseOptions:
     text_field: str = "text"

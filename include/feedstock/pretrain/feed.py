@@ -31,7 +31,7 @@ from feedstock.pretrain.process import ShardResult, build_steps, out_shard, proc
 from feedstock.pretrain.process import _contract as _contract  # the unit tests check the contract boundary
 from feedstock.pretrain.read import decode
 from feedstock.pretrain.release import release
-from feedstock.pretrain.scan import LINES_SCHEMA, boilerplate, scan_dir, scan_shard
+from feedstock.pretrain.scan import boilerplate, scan_dir, scan_shard
 from feedstock.pretrain.tables import (
     DOCS_SCHEMA,
     DOCUMENTS,
@@ -46,7 +46,6 @@ __all__ = [
     "DOCS_SCHEMA",
     "DOCUMENTS",
     "DOCUMENTS_SCHEMA",
-    "LINES_SCHEMA",
     "MART_SHARD_DOCS",
     "REJECTS",
     "REJECT_SCHEMA",

@@ -12,32 +12,21 @@ An unreadable shard scans to no lines: the process stage quarantines it with its
 from __future__ import annotations
 
 import posixpath
-import shutil
-import tempfile
 from collections import Counter
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
 
 from feedstock.config import Config
 from feedstock.lake import Lake
 from feedstock.pretrain.corpus import Shard, ShardUnreadable, read_batches
 from feedstock.pretrain.workspace import run_dir
+from feedstock.stages import boilerplate as lines
 from feedstock.stages.steps import Document
-
-BOILERPLATE_MEMORY = (
-    "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
-)
-LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
 
 
 def _boilerplate_options(config: Config) -> tuple[int, int]:
-    from feedstock.stages.normalize import BOILERPLATE_MIN_CHARS, BOILERPLATE_MIN_DOCS
-
     options = config.pretrain.normalize
-    min_docs = options.get("boilerplate_min_docs", BOILERPLATE_MIN_DOCS)
-    return int(min_docs or 0), int(options.get("boilerplate_min_chars", BOILERPLATE_MIN_CHARS))
+    min_docs = options.get("boilerplate_min_docs", lines.MIN_DOCS)
+    return int(min_docs or 0), int(options.get("boilerplate_min_chars", lines.MIN_CHARS))
 
 
 def scan_dir(lake: Lake, config: Config, shard: Shard) -> str:
@@ -51,8 +40,6 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
 
     Counts are written per batch and summed across shards by :func:`boilerplate`, so memory stays bounded.
     """
-    from feedstock.stages.normalize import line_key
-
     shard = Shard.from_dict(shard_dict)
     min_docs, min_chars = _boilerplate_options(config)
     work = scan_dir(lake, config, shard)
@@ -64,24 +51,11 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
     lake.clear(work)
     result: dict[str, Any] = {"shard_id": shard.shard_id, "lines": posixpath.join(work, "lines.parquet")}
     try:
-        with lake.parquet_writer(result["lines"], LINES_SCHEMA) as out:
+        with lake.parquet_writer(result["lines"], lines.LINES_SCHEMA) as out:
             for batch in read_batches(shard, lake, config.pretrain.batch_size):
-                keys: Counter = Counter()
-                for doc in batch:
-                    if isinstance(doc, Document):
-                        lines = {line_key(x) for x in doc.text.split("\n") if len(x.strip()) >= min_chars}
-                        keys.update((doc.source, k) for k in lines)
-                if keys:
-                    out.write_table(
-                        pa.table(
-                            {
-                                "source": [s for s, _ in keys],
-                                "line": np.array([k for _, k in keys], dtype=np.uint64).view(np.int64),
-                                "docs": list(keys.values()),
-                            },
-                            schema=LINES_SCHEMA,
-                        )
-                    )
+                docs = ((d.source, d.text) for d in batch if isinstance(d, Document))
+                if (counts := lines.count_batch(docs, min_chars)) is not None:
+                    out.write_table(counts)
     except ShardUnreadable:
         lake.clear(work)
         result["lines"] = None  # the process stage quarantines the shard with its reason
@@ -91,27 +65,14 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
 
 def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, Any]]) -> dict[str, int]:
     """The lines that occur in at least ``boilerplate_min_docs`` documents of a source, over all its shards."""
-    import duckdb
-
     min_docs, _ = _boilerplate_options(config)
     files = [s["lines"] for s in scans if s.get("lines") and lake.exists(s["lines"])]
     if not min_docs or not files:
-        found = LINES_SCHEMA.empty_table().select(["source", "line"])
+        found = lines.LINES_SCHEMA.empty_table().select(["source", "line"])
     else:
-        # Streamed into DuckDB's aggregate, not materialized: the counts grow with the number of distinct lines,
-        # so DuckDB gets a memory limit and a spill folder (without them it sizes itself to 80% of the machine).
-        spill = tempfile.mkdtemp(prefix="feedstock-boilerplate-")
-        con = duckdb.connect(
-            config={"memory_limit": BOILERPLATE_MEMORY, "temp_directory": spill, "threads": 1}
+        found = lines.frequent(
+            lake.parquet_dataset(files, lines.LINES_SCHEMA).scanner().to_reader(), min_docs
         )
-        con.register("lines", lake.parquet_dataset(files, LINES_SCHEMA).scanner().to_reader())
-        try:
-            found = con.sql(
-                f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
-            ).to_arrow_table()
-        finally:
-            con.close()
-            shutil.rmtree(spill, ignore_errors=True)
     lake.write_parquet(posixpath.join(run_dir(lake, run_key), "boilerplate.parquet"), found)
     counts = Counter(found["source"].to_pylist())
     return dict(counts)
@@ -121,9 +82,4 @@ def _boilerplate_for(lake: Lake, run_key: str) -> dict[str, set[int]]:
     uri = posixpath.join(run_dir(lake, run_key), "boilerplate.parquet")
     if not lake.exists(uri):
         return {}
-    table = lake.read_parquet(uri)
-    keys: dict[str, set[int]] = {}
-    lines = table["line"].to_numpy().view(np.uint64)
-    for source, key in zip(table["source"].to_pylist(), lines.tolist(), strict=True):
-        keys.setdefault(source, set()).add(key)
-    return keys
+    return lines.by_source(lake.read_parquet(uri))

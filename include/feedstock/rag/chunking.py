@@ -107,7 +107,7 @@ class Chunker:
                         "n_tokens": end - start,
                         "access_tags": tags,
                         "content_hash": content_hash,
-                        "doc_hash": doc["content_hash"],
+                        "doc_hash": doc.get("doc_hash") or doc["content_hash"],
                     }
                 )
         return chunks

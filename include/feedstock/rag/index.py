@@ -2,9 +2,11 @@
 
 Stages (each one Airflow task; ``embed`` is mapped over batches):
 
-1. :func:`plan` compares the ``rag_documents`` mart with the index: documents whose content hash is unchanged
-   are not even re-chunked; changed and new documents are chunked, and only chunks whose id is not in the index
-   go to embedding; chunks of changed or deleted documents that no longer exist are marked for removal.
+1. :func:`plan` compares the ``rag_documents`` mart with the index. Each document's boilerplate lines (repeated
+   across its source) are dropped, and what shapes its chunks is hashed (:func:`document_key`: text, title,
+   tags, chunking settings). A document whose key is unchanged is not even re-chunked. A changed or new one is
+   chunked; only chunks whose id is not in the index go to embedding, the others keep their vectors and take the
+   document's new metadata. Chunks of changed or deleted documents that no longer exist are marked for removal.
 2. :func:`embed_batch` embeds one staged batch.
 3. :func:`validate` checks the chunk and embedding contract (dimension, finite vectors, non-empty text).
 4. :func:`build` applies the changes to the model's LanceDB table as a new, unreleased table version (a model
@@ -15,15 +17,19 @@ Stages (each one Airflow task; ``embed`` is mapped over batches):
    version. Search only ever reads the version the pointer names, so a release is atomic and a failed run
    publishes nothing.
 
-Stats: ``chunks_total, embedded, reused, removed`` plus the golden-set ``recall_at_k`` and ``mrr``.
+Stats: ``documents, documents_changed`` (re-chunked), ``documents_reembedded, chunks_total, embedded, reused,
+updated`` (reused with new metadata), ``removed, boilerplate_found, boilerplate_lines, documents_all_boilerplate``
+plus the golden-set ``recall_at_k`` and ``mrr``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -31,6 +37,7 @@ from typing import Any, ClassVar
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedstock import contracts
 from feedstock.config import _NAME as SOURCE_NAME
@@ -145,62 +152,73 @@ class Plan:
     stats: dict[str, int]
 
 
-def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) -> Plan:
-    """Work out what to embed and what to remove, from the mart's documents and the released index.
+PLAN_VERSION = "2"  # part of every document key: bump it when what shapes a document's chunks changes meaning
+LIVE_DOCUMENTS = "select * from docs where not is_deleted and coalesce(trim(text), '') <> ''"
 
-    ``documents`` is the ``rag_documents`` mart: a run's DuckDB file (read-only; only the ids and hashes of all
-    documents and the texts of changed ones are read, in batches) or an Arrow table.
+
+def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) -> Plan:
+    """Work out what to embed, what to update and what to remove, from the mart's documents and the index.
+
+    ``documents`` is the ``rag_documents`` mart: a run's DuckDB file (read-only, streamed in batches) or an
+    Arrow table. Each document's boilerplate lines (:mod:`feedstock.stages.boilerplate`, counted over its source)
+    are dropped, and the result is keyed by :func:`document_key`: everything that shapes its chunks. Only a
+    document whose key is not the one its indexed chunks carry is chunked again. Of its chunks, the ones whose
+    text is new are embedded; the ones already indexed keep their vectors and are rewritten with the document's
+    new key, tags and metadata (``updated``), so a changed ``access_tags`` reaches search without re-embedding.
     """
     from feedstock.rag.chunking import Chunker
+    from feedstock.stages import boilerplate as lines
 
-    spec, stage = config.rag.embedding, stage_dir(lake, run_key)
+    rag, spec, stage = config.rag, config.rag.embedding, stage_dir(lake, run_key)
     lake.clear(stage)
     pointer = read_pointer(lake)
     same_model = pointer is not None and pointer["model_version"] == model_version(spec)
     index = (
         lake.read(INDEX_TABLE, columns=["chunk_id", "doc_id", "doc_hash", "source"]) if same_model else None
     )
+    if index is None or index.num_rows == 0:
+        index = pa.table({c: pa.array([], pa.string()) for c in ("chunk_id", "doc_id", "doc_hash", "source")})
     con = duckdb.connect()
     if isinstance(documents, str):
         con.execute(f"attach '{documents}' as mart (read_only)")
         con.execute("create view docs as select * from mart.rag_documents")
     else:
         con.register("docs", documents)
-    if index is None or index.num_rows == 0:
-        index = pa.table(
-            {
-                "chunk_id": pa.array([], pa.string()),
-                "doc_id": pa.array([], pa.string()),
-                "doc_hash": pa.array([], pa.string()),
-                "source": pa.array([], pa.string()),
-            }
-        )
     con.register("idx", index)
-    con.execute(
-        "create temp table live as select doc_id, content_hash from docs "
-        "where not is_deleted and coalesce(trim(text), '') <> ''"
-    )
-    con.execute(
-        """create temp table changed as select l.doc_id from live l
-           where not exists (select 1 from idx i where i.doc_id = l.doc_id and i.doc_hash = l.content_hash)"""
-    )
-    chunker = Chunker(_tokenizer(spec), config.rag.chunk_tokens, config.rag.chunk_overlap)
+    boilerplate, found = _boilerplate(con, lake, stage, rag)
+    indexed = dict(con.execute("select doc_id, list(distinct doc_hash) from idx group by doc_id").fetchall())
+    chunker = Chunker(_tokenizer(spec), rag.chunk_tokens, rag.chunk_overlap)
+    settings = f"{PLAN_VERSION}|{model_version(spec)}|{rag.chunk_tokens}|{rag.chunk_overlap}"
+    live: list[str] = []
+    changed: list[str] = []
     new_chunks: list[
         dict
     ] = []  # only the changed documents' chunks: memory follows the change, not the corpus
-    for batch in con.sql("select d.* from docs d semi join changed c using (doc_id)").to_arrow_reader(500):
+    counts: Counter = Counter()
+    for batch in con.sql(LIVE_DOCUMENTS).to_arrow_reader(500):
         for doc in batch.to_pylist():
-            new_chunks.extend(chunker.chunk(doc))
+            live.append(doc["doc_id"])
+            text, pages, removed = lines.strip_pages(
+                doc["text"], doc.get("pages") or None, boilerplate.get(doc["source"], set()),
+                rag.boilerplate.min_chars, headings=False,
+            )  # fmt: skip
+            counts["boilerplate_lines"] += removed
+            if not text.strip():  # nothing but boilerplate: no chunks (and any it had leave)
+                counts["documents_all_boilerplate"] += 1
+                if doc["doc_id"] in indexed:
+                    changed.append(doc["doc_id"])
+                continue
+            key = document_key(doc, text, pages, settings)
+            if indexed.get(doc["doc_id"]) == [key]:
+                continue
+            changed.append(doc["doc_id"])
+            new_chunks.extend(chunker.chunk({**doc, "text": text, "pages": pages, "doc_hash": key}))
     fresh = pa.Table.from_pylist(new_chunks, CHUNKS_SCHEMA)
+    known = pc.is_in(fresh["chunk_id"], value_set=index["chunk_id"].combine_chunks())
+    to_embed, carried = fresh.filter(pc.invert(known)), fresh.filter(known)
     con.register("fresh", fresh.select(["chunk_id"]))
-    to_embed = fresh.filter(
-        pa.array(
-            con.sql("select f.chunk_id not in (select chunk_id from idx) from fresh f")
-            .to_arrow_table()
-            .column(0)
-            .combine_chunks()
-        )
-    )
+    con.register("live", pa.table({"doc_id": pa.array(live, pa.string())}))
+    con.register("changed", pa.table({"doc_id": pa.array(changed, pa.string())}))
     # A broken source is frozen: its released chunks stay until its configuration is fixed (a removed source's
     # chunks leave, like deleted documents).
     con.register("frozen", pa.table({"source": pa.array([b.name for b in config.broken], pa.string())}))
@@ -212,12 +230,17 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
     ).to_arrow_table()
     kept = index.num_rows - removed.num_rows
     stats = {
-        "documents": con.execute("select count(*) from live").fetchone()[0],
-        "documents_changed": con.execute("select count(*) from changed").fetchone()[0],
+        "documents": len(live),
+        "documents_changed": len(changed),  # chunked again: what shapes their chunks changed
+        "documents_reembedded": len(set(to_embed["doc_id"].to_pylist())),  # of those, the ones with new text
         "chunks_total": kept + to_embed.num_rows,
         "embedded": to_embed.num_rows,
         "reused": kept,
+        "updated": carried.num_rows,  # reused with new metadata (tags, title, document key), not re-embedded
         "removed": removed.num_rows,
+        "boilerplate_found": found,  # boilerplate lines over all sources
+        "boilerplate_lines": counts["boilerplate_lines"],  # lines dropped from documents
+        "documents_all_boilerplate": counts["documents_all_boilerplate"],
         "full_rebuild": int(not same_model),
     }
     batches = []
@@ -225,9 +248,65 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
         uri = f"{stage}/chunks/batch-{number:05d}.parquet"
         lake.write_parquet(uri, to_embed.slice(start, EMBED_BATCH))
         batches.append(uri)
+    if carried.num_rows:
+        lake.write_parquet(f"{stage}/carried.parquet", _with_vectors(lake, carried))
     lake.write_parquet(f"{stage}/removed.parquet", removed)
     lake.write_json(f"{stage}/plan.json", stats)
     return Plan(batches, stats)
+
+
+def document_key(doc: dict[str, Any], text: str, pages: list[dict] | None, settings: str) -> str:
+    """A hash of everything that shapes a document's chunks: the text chunked (its boilerplate already dropped),
+    title, URI, source, access tags, page boundaries, and the chunking settings and model. Its chunks carry it
+    as ``doc_hash``, which is also what the semantic cache's entries are grounded on."""
+    parts = [
+        settings,
+        doc["source"],
+        doc["uri"] or "",
+        doc["title"] or "",
+        json.dumps(list(doc.get("access_tags") or [])),
+        json.dumps(pages or []),
+        text,
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def _boilerplate(con, lake: Lake, stage: str, rag) -> tuple[dict[str, set[int]], int]:
+    """The boilerplate lines of each source, counted over all its live documents (``{source: line keys}``), and
+    how many there are."""
+    from feedstock.stages import boilerplate as lines
+
+    if not rag.boilerplate.min_docs:
+        return {}, 0
+    uri = f"{stage}/boilerplate-lines.parquet"
+    with lake.parquet_writer(uri, lines.LINES_SCHEMA) as out:
+        for batch in con.sql(f"select source, text from ({LIVE_DOCUMENTS})").to_arrow_reader(1000):
+            pairs = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+            if (counts := lines.count_batch(pairs, rag.boilerplate.min_chars, headings=False)) is not None:
+                out.write_table(counts)
+    found = lines.frequent(
+        lake.parquet_dataset([uri], lines.LINES_SCHEMA).scanner().to_reader(), rag.boilerplate.min_docs
+    )
+    return lines.by_source(found), found.num_rows
+
+
+def _with_vectors(lake: Lake, chunks: pa.Table) -> pa.Table:
+    """Indexed chunks with their new metadata and the vectors (and model) ``rag.index`` holds for them."""
+    wanted, parts = chunks["chunk_id"].combine_chunks(), []
+    # Batch by batch, filtered here: a Delta merge may write string_view columns, which pyarrow's pushed-down
+    # filter cannot compare with the string statistics of the older files.
+    for batch in lake.dataset(INDEX_TABLE).to_batches(columns=["chunk_id", "vector", "model"]):
+        ids = batch.column("chunk_id").cast(pa.string())
+        part = pa.Table.from_batches([batch]).set_column(0, "chunk_id", ids)
+        parts.append(part.filter(pc.is_in(ids, value_set=wanted)))
+    held = pa.concat_tables(parts, promote_options="permissive")
+    position = {chunk_id: i for i, chunk_id in enumerate(held["chunk_id"].to_pylist())}
+    take = pa.array([position[c] for c in chunks["chunk_id"].to_pylist()], pa.int64())
+    vectors = held["vector"].take(take).combine_chunks()
+    if not pa.types.is_fixed_size_list(vectors.type):  # the Delta table may hold them as variable lists
+        dim = len(vectors[0]) if len(vectors) else 0
+        vectors = pa.FixedSizeListArray.from_arrays(vectors.flatten(), dim)
+    return chunks.append_column("vector", vectors).append_column("model", held["model"].take(take))
 
 
 def embed_batch(config: Config, lake: Lake, batch_uri: str, model=None) -> int:
@@ -283,6 +362,7 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
     db = _connect(lake)
     pointer = read_pointer(lake)
     embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
+    carried = _staged_carried(lake, stage)
     removed = lake.read_parquet(f"{stage}/removed.parquet").column("chunk_id").to_pylist()
     if name in db.table_names():
         table = db.open_table(name)
@@ -295,17 +375,25 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
     else:
         table = None
     if table is None:
-        if embedded is None:
+        rows = [t for t in (embedded, carried) if t is not None]
+        if not rows:
             return {"table": name, "version": None, **stats}
-        table = db.create_table(name, embedded)
+        table = db.create_table(name, pa.concat_tables(rows))
     else:
         if embedded is not None and embedded.num_rows:
             table.add(embedded)
+        if carried is not None:  # the same vectors with their document's new metadata
+            table.merge_insert("chunk_id").when_matched_update_all().execute(carried)
         if removed:
             quoted = ", ".join(f"'{c}'" for c in removed)
             table.delete(f"chunk_id IN ({quoted})")
-    index_table(config, table, stats["embedded"])
+    index_table(config, table, stats["embedded"] + stats.get("updated", 0))
     return {"table": name, "version": table.version, **stats}
+
+
+def _staged_carried(lake: Lake, stage: str) -> pa.Table | None:
+    uri = f"{stage}/carried.parquet"
+    return lake.read_parquet(uri) if lake.exists(uri) else None
 
 
 def index_table(config: Config, table, new_rows: int | None = None) -> None:
@@ -407,7 +495,7 @@ def release(
         embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
         removed = lake.read_parquet(f"{stage}/removed.parquet")
         commit = Commit(produced_by, tuple(inputs), stats, txn, {"release": target})
-        recorded = _record(lake, embedded, removed, rebuild, commit)
+        recorded = _record(lake, embedded, _staged_carried(lake, stage), removed, rebuild, commit)
     elif "rolled_back_to" in mine:  # this run's release already found an interrupted one: fail the same way
         _point_at(lake, pointer, mine["version"])
         raise CommitConflict(mine["stats"]["message"])
@@ -468,40 +556,44 @@ def _point_at(lake: Lake, pointer: dict[str, Any] | None, index_version: int) ->
 
 
 def _record(
-    lake: Lake, embedded: pa.Table | None, removed: pa.Table, rebuild: bool, commit: Commit
+    lake: Lake,
+    embedded: pa.Table | None,
+    carried: pa.Table | None,
+    removed: pa.Table,
+    rebuild: bool,
+    commit: Commit,
 ) -> int | None:
-    """``rag.index`` in one Delta commit: new chunks in, removed chunks out (a model change rewrites it).
+    """``rag.index`` in one Delta commit: new chunks in, carried chunks updated, removed chunks out (a model
+    change rewrites it).
 
     Returns the version committed, or None when there was nothing to record.
     """
+    rows = [t for t in (embedded, carried) if t is not None]
     if rebuild or lake.table(INDEX_TABLE) is None:
-        return lake.replace(INDEX_TABLE, embedded, commit) if embedded is not None else None
-    if embedded is None and removed.num_rows == 0:
+        return lake.replace(INDEX_TABLE, pa.concat_tables(rows), commit) if rows else None
+    if not rows and removed.num_rows == 0:
         return None
     with lake.writing(INDEX_TABLE, commit) as target:
         schema = pa.schema(target.schema())
-        marks = pa.table({"chunk_id": removed.column("chunk_id")}).append_column(
-            "_remove", pa.array([True] * removed.num_rows)
-        )
-        source = pa.concat_tables(
-            [
-                (embedded or schema.empty_table()).append_column(
-                    "_remove", pa.array([False] * (embedded.num_rows if embedded else 0))
-                ),
-                marks,
-            ],
-            promote_options="default",
-        )
+        parts = [
+            (table or schema.empty_table()).append_column(
+                "_op", pa.array([op] * (table.num_rows if table else 0))
+            )
+            for table, op in ((embedded, "insert"), (carried, "update"))
+        ]
+        marks = pa.table({"chunk_id": removed.column("chunk_id")})
+        parts.append(marks.append_column("_op", pa.array(["remove"] * removed.num_rows)))
         (
             target.merge(
-                source,
+                pa.concat_tables(parts, promote_options="permissive"),
                 predicate="t.chunk_id = s.chunk_id",
                 source_alias="s",
                 target_alias="t",
                 commit_properties=commit.properties(),
             )
-            .when_matched_delete(predicate="s._remove")
-            .when_not_matched_insert_all(predicate="not s._remove", except_cols=["_remove"])
+            .when_matched_update_all(predicate="s._op = 'update'", except_cols=["_op"])
+            .when_matched_delete(predicate="s._op = 'remove'")
+            .when_not_matched_insert_all(predicate="s._op = 'insert'", except_cols=["_op"])
             .execute()
         )
     return target.version()

@@ -18,19 +18,13 @@ import unicodedata
 from collections import Counter
 
 import ftfy
-import xxhash
 
+from feedstock.stages import boilerplate as lines
 from feedstock.stages.steps import Document, Step
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-BOILERPLATE_MIN_DOCS = 5  # a line in at least this many documents of a source is boilerplate
-BOILERPLATE_MIN_CHARS = 20  # shorter lines (headings, list markers) never are
-
-
-def line_key(line: str) -> int:
-    return xxhash.xxh64_intdigest(" ".join(line.lower().split()).encode())
 
 
 def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:
@@ -86,8 +80,8 @@ class Normalizer(Step):
     def __init__(
         self,
         ftfy: bool = True,
-        boilerplate_min_docs: int = BOILERPLATE_MIN_DOCS,
-        boilerplate_min_chars: int = BOILERPLATE_MIN_CHARS,
+        boilerplate_min_docs: int = lines.MIN_DOCS,
+        boilerplate_min_chars: int = lines.MIN_CHARS,
         boilerplate: dict[str, set[int]] | None = None,
     ):
         self.fix_encoding = ftfy
@@ -100,16 +94,8 @@ class Normalizer(Step):
         text = _tidy(text)
         if fixed:
             stats["fixed_encoding"] += 1
-        boilerplate = self.boilerplate.get(doc.source)
-        if boilerplate:
-            kept = [
-                line
-                for line in text.split("\n")
-                if len(line) < self.boilerplate_min_chars or line_key(line) not in boilerplate
-            ]
-            removed = text.count("\n") + 1 - len(kept)
-            if removed:
-                stats["boilerplate_lines"] += removed
-                text = _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip()
+        text, removed = lines.strip(text, self.boilerplate.get(doc.source, set()), self.boilerplate_min_chars)
+        if removed:
+            stats["boilerplate_lines"] += removed
         doc.text = text
         return None if text else "normalize:empty"

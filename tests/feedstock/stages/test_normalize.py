@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from feedstock.stages.normalize import Normalizer, clean_text, line_key
+from feedstock.stages.boilerplate import line_key
+from feedstock.stages.normalize import Normalizer, clean_text
 from feedstock.stages.steps import Document
 
 BOILER = "Subscribe to our newsletter for weekly updates"

@@ -1,0 +1,121 @@
+"""Boilerplate: the lines a source repeats across many of its documents (footers, licence lines, cookie banners,
+"Edit this page"), found and removed the same way by both feeds that use it.
+
+A line is boilerplate for a source when it occurs in at least ``min_docs`` of the source's documents and is at
+least ``min_chars`` long, so short headings and list markers survive. Lines are compared by :func:`line_key`: case
+and whitespace do not matter.
+
+The pretraining feed counts per shard (:mod:`feedstock.pretrain.scan`, one mapped task each) and the RAG feed
+over its mart's documents (:func:`feedstock.rag.index.plan`); both write each batch's counts with
+:func:`count_batch` and sum them with :func:`frequent`, in DuckDB under a memory limit that spills, so memory
+does not grow with the number of distinct lines. :func:`strip` removes the lines from a document.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+
+MIN_DOCS = 5  # a line in at least this many documents of a source is boilerplate
+MIN_CHARS = 20  # shorter lines (headings, list markers) never are
+MEMORY = "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
+LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
+
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def line_key(line: str) -> int:
+    return xxhash.xxh64_intdigest(" ".join(line.lower().split()).encode())
+
+
+def _candidate(line: str, min_chars: int, headings: bool) -> bool:
+    """Whether a line may be boilerplate: long enough, and (with ``headings=False``) not a Markdown heading, which
+    is the document's own structure (a "## See also" in every page is a section, not chrome)."""
+    stripped = line.strip()
+    return len(stripped) >= min_chars and (headings or not stripped.startswith("#"))
+
+
+def count_batch(docs: Iterable[tuple[str, str]], min_chars: int, headings: bool = True) -> pa.Table | None:
+    """For ``(source, text)`` pairs: in how many of them each candidate line occurs, per source."""
+    keys: Counter = Counter()
+    for source, text in docs:
+        keys.update(
+            (source, k) for k in {line_key(x) for x in text.split("\n") if _candidate(x, min_chars, headings)}
+        )
+    if not keys:
+        return None
+    return pa.table(
+        {
+            "source": [s for s, _ in keys],
+            "line": np.array([k for _, k in keys], dtype=np.uint64).view(np.int64),
+            "docs": list(keys.values()),
+        },
+        schema=LINES_SCHEMA,
+    )
+
+
+def frequent(counts: pa.RecordBatchReader, min_docs: int) -> pa.Table:
+    """The ``(source, line)`` pairs whose counts sum to at least ``min_docs``.
+
+    Streamed into DuckDB's aggregate, not materialized: the counts grow with the number of distinct lines, so
+    DuckDB gets a memory limit and a spill folder (without them it sizes itself to 80% of the machine).
+    """
+    import duckdb
+
+    spill = tempfile.mkdtemp(prefix="feedstock-boilerplate-")
+    con = duckdb.connect(config={"memory_limit": MEMORY, "temp_directory": spill, "threads": 1})
+    con.register("lines", counts)
+    try:
+        return con.sql(
+            f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
+        ).to_arrow_table()
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def by_source(found: pa.Table) -> dict[str, set[int]]:
+    """:func:`frequent`'s table as ``{source: line keys}``."""
+    keys: dict[str, set[int]] = {}
+    lines = found["line"].to_numpy().view(np.uint64)
+    for source, key in zip(found["source"].to_pylist(), lines.tolist(), strict=True):
+        keys.setdefault(source, set()).add(key)
+    return keys
+
+
+def strip(text: str, keys: set[int], min_chars: int, headings: bool = True) -> tuple[str, int]:
+    """The text without its boilerplate lines (blank-line runs left behind collapse to one), and how many went."""
+    if not keys:
+        return text, 0
+    lines = text.split("\n")
+    kept = [x for x in lines if not (_candidate(x, min_chars, headings) and line_key(x) in keys)]
+    if len(kept) == len(lines):
+        return text, 0
+    return _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip(), len(lines) - len(kept)
+
+
+def strip_pages(
+    text: str, pages: list[dict] | None, keys: set[int], min_chars: int, headings: bool = True
+) -> tuple[str, list[dict] | None, int]:
+    """:func:`strip` for a document with page boundaries (character offsets into its text): each page is stripped
+    on its own and the boundaries follow."""
+    if not pages or not keys:
+        stripped, removed = strip(text, keys, min_chars, headings)
+        return stripped, pages, removed
+    out, moved, cursor, length, removed = [], [], 0, 0, 0
+    for page in pages:
+        between = text[cursor : page["start"]]  # what lies between pages is kept as it is
+        body, gone = strip(text[page["start"] : page["end"]], keys, min_chars, headings)
+        out += [between, body]
+        start = length + len(between)
+        moved.append({**page, "start": start, "end": start + len(body)})
+        cursor, length, removed = page["end"], start + len(body), removed + gone
+    out.append(text[cursor:])
+    return "".join(out), moved, removed

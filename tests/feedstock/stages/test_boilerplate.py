@@ -1,0 +1,62 @@
+"""Boilerplate lines: counted per source across documents, summed in DuckDB, stripped (page boundaries follow)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from feedstock.stages import boilerplate as lines
+
+FOOTER = "Copyright 2026 Example Corp. All rights reserved."
+HEADING = "## Frequently asked questions"
+
+
+def found(pairs: list[tuple[str, str]], min_docs: int, headings: bool = True) -> dict[str, set[int]]:
+    counts = lines.count_batch(pairs, lines.MIN_CHARS, headings)
+    reader = pa.Table.from_batches(counts.to_batches(), lines.LINES_SCHEMA).to_reader()
+    return lines.by_source(lines.frequent(reader, min_docs))
+
+
+def test_a_line_is_boilerplate_in_enough_documents_of_its_own_source():
+    docs = [
+        ("web", f"Page {i} has its own long content line number {i}.\n{FOOTER}\n{FOOTER}") for i in range(3)
+    ]
+    docs.append(("wiki", f"A wiki page.\n{FOOTER.upper()}"))  # another source, another count
+    keys = found(docs, min_docs=3)
+    assert keys == {"web": {lines.line_key(FOOTER)}}  # a line twice in one document counts once
+    assert found(docs, min_docs=4) == {}
+
+
+def test_headings_can_be_kept_out_of_the_count():
+    docs = [("web", f"# Page {i}\n\n{HEADING}\n\nAnswer number {i} to the question here.") for i in range(5)]
+    assert found(docs, 5) == {"web": {lines.line_key(HEADING)}}
+    assert found(docs, 5, headings=False) == {}
+    text = docs[0][1]
+    assert lines.strip(text, {lines.line_key(HEADING)}, 20, headings=False) == (text, 0)
+
+
+def test_strip_collapses_the_gap_and_counts_the_lines():
+    text = f"First paragraph of the page.\n\n{FOOTER}\n\nSecond paragraph.\n\n  {FOOTER.lower()}  "
+    stripped, removed = lines.strip(text, {lines.line_key(FOOTER)}, 20)
+    assert stripped == "First paragraph of the page.\n\nSecond paragraph." and removed == 2
+    short = "Short line"  # under min_chars: never removed, even when listed
+    assert lines.strip(short, {lines.line_key(short)}, 20) == (short, 0)
+
+
+def test_page_boundaries_follow_the_stripped_text():
+    pages_text = [
+        f"Page one body text.\n{FOOTER}",
+        f"{FOOTER}\nPage two body text.",
+        "Page three, no footer.",
+    ]
+    text, pages = "", []
+    for number, body in enumerate(pages_text, 1):
+        text += ("\n\n" if text else "") + body
+        pages.append({"page": number, "start": len(text) - len(body), "end": len(text)})
+    stripped, moved, removed = lines.strip_pages(text, pages, {lines.line_key(FOOTER)}, 20)
+    assert removed == 2
+    assert [stripped[p["start"] : p["end"]] for p in moved] == [
+        "Page one body text.",
+        "Page two body text.",
+        "Page three, no footer.",
+    ]
+    assert [p["page"] for p in moved] == [1, 2, 3]
