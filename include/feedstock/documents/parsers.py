@@ -93,7 +93,7 @@ class ParseLimits:
 
 # Part of every source's parse signature (feedstock.documents.ingest.parse_signature): bump it when a parser's
 # output changes, and every source's files are parsed again on its next run (only changed texts become versions).
-PARSERS_VERSION = 1
+PARSERS_VERSION = 2  # 2: a page with a main landmark keeps its content, however short
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,9 @@ class HtmlParser(Parser):
     and the class or id names the common generators give them (:data:`CHROME_NAMES`). A page with a ``main`` element (or ``role="main"``) keeps
     only it. Permalink anchors (``¶``) go, and heading text loses a trailing permalink sign.
 
-    When that would keep less than :attr:`MIN_SHARE` of the page's text, the whole page is used instead (a page
-    built unusually, not a documentation page), and :attr:`ParsedDocument.extraction` says so.
+    When nothing is left, or a page without ``main`` would keep less than :attr:`MIN_SHARE` of its text, the whole
+    page is used instead (a page built unusually, not a documentation page), and
+    :attr:`ParsedDocument.extraction` says so.
     """
 
     suffixes = (".html", ".htm")
@@ -219,15 +220,16 @@ class HtmlParser(Parser):
                 text=(text := self._text(soup, permalinks=True)), title=title or _first_heading(text)
             )
         whole = self._text(BeautifulSoup(str(soup), "lxml"))
-        content = self._content(soup)
-        text = self._text(content)
+        landmark = soup.find("main") or soup.find(attrs={"role": "main"})
+        text = self._text(self._content(soup, landmark))
         extraction = "content"
-        if len(text) < self.MIN_SHARE * len(whole):
+        # A page that marks its content is trusted to, however little it holds (a chapter's index page is an
+        # introduction and a table of contents); a page without the mark falls back when too little is left.
+        if not text.strip() or (landmark is None and len(text) < self.MIN_SHARE * len(whole)):
             text, extraction = whole, "whole_page"
         return ParsedDocument(text=text, title=title or _first_heading(text), extraction=extraction)
 
-    def _content(self, soup: Any) -> Any:
-        main = soup.find("main") or soup.find(attrs={"role": "main"})
+    def _content(self, soup: Any, main: Any) -> Any:
         root = main if main is not None else soup
         for tag in root.find_all(True):
             if tag.decomposed:

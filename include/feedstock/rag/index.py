@@ -276,17 +276,19 @@ def _boilerplate(con, lake: Lake, stage: str, rag) -> tuple[dict[str, set[int]],
     how many there are."""
     from feedstock.stages import boilerplate as lines
 
-    if not rag.boilerplate.min_docs:
+    spec = rag.boilerplate
+    if not spec.min_docs:
         return {}, 0
-    uri = f"{stage}/boilerplate-lines.parquet"
+    uri, documents = f"{stage}/boilerplate-lines.parquet", Counter()
     with lake.parquet_writer(uri, lines.LINES_SCHEMA) as out:
         for batch in con.sql(f"select source, text from ({LIVE_DOCUMENTS})").to_arrow_reader(1000):
-            pairs = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
-            if (counts := lines.count_batch(pairs, rag.boilerplate.min_chars, headings=False)) is not None:
+            sources = batch.column(0).to_pylist()
+            documents.update(sources)
+            pairs = zip(sources, batch.column(1).to_pylist(), strict=True)
+            if (counts := lines.count_batch(pairs, spec.min_chars, headings=False)) is not None:
                 out.write_table(counts)
-    found = lines.frequent(
-        lake.parquet_dataset([uri], lines.LINES_SCHEMA).scanner().to_reader(), rag.boilerplate.min_docs
-    )
+    reader = lake.parquet_dataset([uri], lines.LINES_SCHEMA).scanner().to_reader()
+    found = lines.frequent(reader, spec.min_docs, spec.min_share, documents)
     return lines.by_source(found), found.num_rows
 
 

@@ -1,8 +1,9 @@
 """Boilerplate: the lines a source repeats across many of its documents (footers, licence lines, cookie banners,
 "Edit this page"), found and removed the same way by both feeds that use it.
 
-A line is boilerplate for a source when it occurs in at least ``min_docs`` of the source's documents and is at
-least ``min_chars`` long, so short headings and list markers survive. Lines are compared by :func:`line_key`: case
+A line is boilerplate for a source when it occurs in at least ``min_docs`` of the source's documents (and, where
+a feed asks for it, in at least ``min_share`` of them) and is at least ``min_chars`` long, so short headings and
+list markers survive. Lines are compared by :func:`line_key`: case
 and whitespace do not matter.
 
 The pretraining feed counts per shard (:mod:`feedstock.pretrain.scan`, one mapped task each) and the RAG feed
@@ -13,6 +14,7 @@ does not grow with the number of distinct lines. :func:`strip` removes the lines
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -61,24 +63,52 @@ def count_batch(docs: Iterable[tuple[str, str]], min_chars: int, headings: bool 
     )
 
 
-def frequent(counts: pa.RecordBatchReader, min_docs: int) -> pa.Table:
-    """The ``(source, line)`` pairs whose counts sum to at least ``min_docs``.
+def frequent(
+    counts: pa.RecordBatchReader,
+    min_docs: int,
+    min_share: float = 0.0,
+    documents: dict[str, int] | None = None,
+) -> pa.Table:
+    """The ``(source, line)`` pairs whose counts sum to at least ``min_docs``, and to at least ``min_share`` of
+    the source's ``documents`` when given (``{source: number of documents}``).
 
     Streamed into DuckDB's aggregate, not materialized: the counts grow with the number of distinct lines, so
     DuckDB gets a memory limit and a spill folder (without them it sizes itself to 80% of the machine).
     """
     import duckdb
 
+    documents = documents or {}
+    floor = pa.table(
+        {
+            "source": pa.array(list(documents), pa.string()),
+            "floor": pa.array(
+                [max(min_docs, math.ceil(min_share * n)) for n in documents.values()], pa.int64()
+            ),
+        }
+    )
     spill = tempfile.mkdtemp(prefix="feedstock-boilerplate-")
     con = duckdb.connect(config={"memory_limit": MEMORY, "temp_directory": spill, "threads": 1})
     con.register("lines", counts)
+    con.register("floors", floor)
     try:
         return con.sql(
-            f"select source, line from lines group by source, line having sum(docs) >= {min_docs} order by all"
+            f"""select source, line from lines left join floors using (source) group by source, line
+                having sum(docs) >= coalesce(any_value(floor), {min_docs}) order by all"""
         ).to_arrow_table()
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def find(
+    docs: list[tuple[str, str]], min_docs: int, min_chars: int, min_share: float = 0.0, headings: bool = True
+) -> dict[str, set[int]]:
+    """:func:`count_batch` and :func:`frequent` over documents held in memory (benchmarks, small sets)."""
+    counts = count_batch(docs, min_chars, headings)
+    if counts is None or not min_docs:
+        return {}
+    documents = dict(Counter(source for source, _ in docs))
+    return by_source(frequent(counts.to_reader(), min_docs, min_share, documents))
 
 
 def by_source(found: pa.Table) -> dict[str, set[int]]:

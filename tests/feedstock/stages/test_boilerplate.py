@@ -60,3 +60,15 @@ def test_page_boundaries_follow_the_stripped_text():
         "Page three, no footer.",
     ]
     assert [p["page"] for p in moved] == [1, 2, 3]
+
+
+def test_a_share_of_the_sources_documents_keeps_content_that_only_some_pages_repeat():
+    note = "New in version 3.11 of the library."
+    docs = [("lib", f"Module {i} does its own thing, described here.\n{FOOTER}") for i in range(20)]
+    docs += [("lib", f"{docs[i][1]}\n{note}") for i in range(5)]  # 5 of 25 pages
+    counts = lines.count_batch(docs, lines.MIN_CHARS)
+    table = pa.Table.from_batches(counts.to_batches(), lines.LINES_SCHEMA)
+    by_docs = lines.by_source(lines.frequent(table.to_reader(), 5))
+    assert by_docs == {"lib": {lines.line_key(FOOTER), lines.line_key(note)}}
+    by_share = lines.by_source(lines.frequent(table.to_reader(), 5, 0.5, {"lib": 25}))
+    assert by_share == {"lib": {lines.line_key(FOOTER)}}
