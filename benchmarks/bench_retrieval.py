@@ -28,12 +28,30 @@ from feedstock.rag.embedders import embedder
 from feedstock.stages import boilerplate as lines
 
 ROOT = Path(__file__).resolve().parents[1]
-# Lines that are the Debian handbook's chrome (its banner and navigation), and generic permalink signs.
-CHROME_LINES = {"Download the ebook", "Prev", "Next", "Up", "Home", "- Prev", "- Next", "- Up", "- Home"}
-# The Python reference's footer and breadcrumbs (its own section names are in CHROME_SECTIONS).
-CHROME_LINES |= {"© Copyright 2001-2026, Python Software Foundation.", "3.11.2 Documentation »"}
 PYTHON_LIBRARY = Path("/usr/share/doc/python3.11/html/library")
-CHROME_SECTIONS = ("Navigation", "Table of Contents", "Previous topic", "Next topic", "This Page")
+# Each site's chrome, as whole lines taken from its pages: the Debian handbook's banner and previous/up/home/next
+# navigation; the Python reference's breadcrumbs, footer and sidebar links. (Not "Next" or "Home" alone in the
+# Python reference: its curses page documents keys of those names.)
+DEBIAN_CHROME = {"Download the ebook", "Prev", "Next", "Up", "Home", "- Prev", "- Next", "- Up", "- Home"}
+PYTHON_CHROME = {
+    "3.11.2 Documentation »",
+    "- Python »",
+    "- Show Source",
+    "- Report a Bug",
+    "© Copyright 2001-2026, Python Software Foundation.",
+    "Created using Sphinx 5.3.0.",
+    "Last updated on October 07, 2026.",
+}
+# Sphinx's chrome headings, compared with each part of a chunk's heading path (IDLE's "Editing and Navigation" is
+# content).
+CHROME_SECTIONS = {
+    "Navigation",
+    "Table of Contents",
+    "Previous topic",
+    "Next topic",
+    "This Page",
+    "Quick search",
+}
 
 
 def _docs(root: Path, prefix: str, html_content: bool) -> list[dict]:
@@ -63,13 +81,13 @@ def _docs(root: Path, prefix: str, html_content: bool) -> list[dict]:
     return docs
 
 
-def _chrome(chunker: Chunker, docs: list[dict]) -> int:
+def _chrome(chunker: Chunker, docs: list[dict], chrome: set[str]) -> int:
     count = 0
     for doc in docs:
         for chunk in chunker.chunk(doc):
             lines = {line.strip() for line in chunk["text"].splitlines()}
             section = chunk.get("section") or ""
-            if lines & CHROME_LINES or "¶" in chunk["text"] or any(s in section for s in CHROME_SECTIONS):
+            if lines & chrome or "¶" in chunk["text"] or set(section.split(" > ")) & CHROME_SECTIONS:
                 count += 1
     return count
 
@@ -91,9 +109,11 @@ def _stripped(docs: list[dict]) -> tuple[list[dict], int]:
     return out, dropped
 
 
-def _side(model, chunker: Chunker, docs: list[dict], golden: list[dict] | None, rate: float | None) -> dict:
+def _side(
+    model, chunker: Chunker, docs: list[dict], chrome: set[str], golden: list[dict] | None, rate: float | None
+) -> dict:
     texts, owners = _chunks(chunker, docs)
-    side = {"chunks": len(texts), "chrome_chunks": _chrome(chunker, docs)}
+    side = {"chunks": len(texts), "chrome_chunks": _chrome(chunker, docs, chrome)}
     if golden is None:  # no questions: the embedding time at the measured rate
         return side | {"embed_seconds_estimated": round(len(texts) / rate, 1) if rate else None}
     start = time.perf_counter()
@@ -107,24 +127,25 @@ def run() -> dict:
     model.embed(["warm up"])
     chunker = Chunker(load_tokenizer("all-MiniLM-L6-v2"), 200, 32)
     results: dict = {}
-    sets = [("sample_handbook", ROOT / "include" / "sample_data" / "handbook", "handbook/", "handbook.yaml")]
-    for name, root, package, golden_file in (
-        ("debian_handbook", DEBIAN_HANDBOOK, "debian-handbook", "debian_handbook.yaml"),
-        ("python_library", PYTHON_LIBRARY, "python3.11-doc", None),
+    sample = ROOT / "include" / "sample_data" / "handbook"
+    sets = [("sample_handbook", sample, "handbook/", "handbook.yaml", DEBIAN_CHROME | PYTHON_CHROME)]
+    for name, root, package, golden_file, chrome in (
+        ("debian_handbook", DEBIAN_HANDBOOK, "debian-handbook", "debian_handbook.yaml", DEBIAN_CHROME),
+        ("python_library", PYTHON_LIBRARY, "python3.11-doc", None, PYTHON_CHROME),
     ):
         if root.exists():
-            sets.append((name, root, "", golden_file))
+            sets.append((name, root, "", golden_file, chrome))
         else:
             results[name] = f"skipped: apt-get install {package}"
     rate = None
-    for name, root, prefix, golden_file in sets:
+    for name, root, prefix, golden_file, chrome in sets:
         golden = _golden(golden_file) if golden_file else None
         content = _docs(root, prefix, True)
         stripped, dropped = _stripped(content)
         sides = {
-            "whole_page": _side(model, chunker, _docs(root, prefix, False), golden, rate),
-            "content": _side(model, chunker, content, golden, rate),
-            "content_and_boilerplate": _side(model, chunker, stripped, golden, rate)
+            "whole_page": _side(model, chunker, _docs(root, prefix, False), chrome, golden, rate),
+            "content": _side(model, chunker, content, chrome, golden, rate),
+            "content_and_boilerplate": _side(model, chunker, stripped, chrome, golden, rate)
             | {"lines_dropped": dropped},
         }
         before, after = sides["whole_page"], sides["content_and_boilerplate"]

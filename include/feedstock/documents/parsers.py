@@ -93,7 +93,7 @@ class ParseLimits:
 
 # Part of every source's parse signature (feedstock.documents.ingest.parse_signature): bump it when a parser's
 # output changes, and every source's files are parsed again on its next run (only changed texts become versions).
-PARSERS_VERSION = 2  # 2: a page with a main landmark keeps its content, however short
+PARSERS_VERSION = 2  # 2: HTML pages with little content keep it (a main landmark) or their listings
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,10 @@ class HtmlParser(Parser):
     and the class or id names the common generators give them (:data:`CHROME_NAMES`). A page with a ``main`` element (or ``role="main"``) keeps
     only it. Permalink anchors (``¶``) go, and heading text loses a trailing permalink sign.
 
-    When nothing is left, or a page without ``main`` would keep less than :attr:`MIN_SHARE` of its text, the whole
-    page is used instead (a page built unusually, not a documentation page), and
-    :attr:`ParsedDocument.extraction` says so.
+    A page with ``main`` keeps it however little it holds. A page without it that would keep less than
+    :attr:`MIN_SHARE` of its text keeps its page listings (:data:`LISTING_NAMES`: a book's front page is its table
+    of contents); when even that is too little, or nothing is left, the whole page is used instead (a page built
+    unusually, not a documentation page), and :attr:`ParsedDocument.extraction` says so.
     """
 
     suffixes = (".html", ".htm")
@@ -197,6 +198,11 @@ class HtmlParser(Parser):
             "theme-doc-toc-desktop theme-doc-footer skip-link navigation sidebar footer edit-this-page consent "
             "cookie-banner cookie-consent"
         ).split()
+    )
+    # Of those, the ones that list the site's pages: the content of an index page, which a page without a main
+    # landmark keeps when dropping them would leave too little (a book's front page is its table of contents).
+    LISTING_NAMES = frozenset(
+        "toc toctree-wrapper sphinxsidebar sphinxsidebarwrapper md-sidebar sidebar".split()
     )
     _PERMALINK = re.compile(r"\s*[¶§🔗#]+$")
 
@@ -219,26 +225,30 @@ class HtmlParser(Parser):
             return ParsedDocument(
                 text=(text := self._text(soup, permalinks=True)), title=title or _first_heading(text)
             )
-        whole = self._text(BeautifulSoup(str(soup), "lxml"))
+        markup = str(soup)
+        whole = self._text(BeautifulSoup(markup, "lxml"))
         landmark = soup.find("main") or soup.find(attrs={"role": "main"})
         text = self._text(self._content(soup, landmark))
         extraction = "content"
         # A page that marks its content is trusted to, however little it holds (a chapter's index page is an
-        # introduction and a table of contents); a page without the mark falls back when too little is left.
+        # introduction and a table of contents); a page without the mark keeps its page listings when too little
+        # is left without them, and falls back to the whole page when even that is too little.
+        if landmark is None and len(text) < self.MIN_SHARE * len(whole):
+            text = self._text(self._content(BeautifulSoup(markup, "lxml"), None, listings=True))
         if not text.strip() or (landmark is None and len(text) < self.MIN_SHARE * len(whole)):
             text, extraction = whole, "whole_page"
         return ParsedDocument(text=text, title=title or _first_heading(text), extraction=extraction)
 
-    def _content(self, soup: Any, main: Any) -> Any:
+    def _content(self, soup: Any, main: Any, listings: bool = False) -> Any:
         root = main if main is not None else soup
         for tag in root.find_all(True):
             if tag.decomposed:
                 continue
-            if self._is_chrome(tag, inside_content=main is not None):
+            if self._is_chrome(tag, inside_content=main is not None, listings=listings):
                 tag.decompose()
         return root
 
-    def _is_chrome(self, tag: Any, inside_content: bool) -> bool:
+    def _is_chrome(self, tag: Any, inside_content: bool, listings: bool = False) -> bool:
         if tag.name in ("nav", "aside"):
             return True
         if tag.name in ("header", "footer") and not (inside_content or tag.find_parent(("article", "main"))):
@@ -253,7 +263,10 @@ class HtmlParser(Parser):
         names = [names] if isinstance(names, str) else list(names)
         if attrs.get("id"):
             names.append(str(attrs["id"]))
-        return any(str(name).lower() in self.CHROME_NAMES for name in names)
+        names = {str(name).lower() for name in names}
+        if listings and names & self.LISTING_NAMES:
+            return False
+        return bool(names & self.CHROME_NAMES)
 
     def _text(self, root: Any, permalinks: bool = False) -> str:
         for level in range(1, 7):

@@ -99,6 +99,7 @@ class _Grams:
         self.ids = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
         self.ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))))
         self._hashes = {1: self.ids}  # n -> hashes; each size extends the largest one below it
+        self._shared: dict[int, np.ndarray] = {}  # n -> positions whose n-gram occurs more than once
 
     def hashes(self, n: int) -> np.ndarray:
         if n in self._hashes:
@@ -114,34 +115,59 @@ class _Grams:
         self._hashes[n] = h
         return h
 
+    def hashes_at(self, positions: np.ndarray, n: int) -> np.ndarray:
+        """:meth:`hashes` at some positions only (the same recurrence, so the same values)."""
+        h = self.ids[positions]
+        with np.errstate(over="ignore"):
+            for m in range(1, n):
+                h = h * self._PRIME + self.ids[positions + m] + np.uint64(1)
+        return h
+
     def chars(self, n: int) -> np.ndarray:
         count = len(self.ids) - n + 1
         return self.ends[n : n + count] - self.ends[:count] + (n - 1)
 
-    def top_chars(self, n: int) -> tuple[int, int]:
-        """The most frequent n-gram's count and characters; ties go to the one seen first, as in Counter."""
-        h = self.hashes(n)
+    def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The positions looked at, their n-gram hashes, and ``np.unique``'s first index, inverse and counts.
+
+        An n-gram that occurs twice starts with an (n-1)-gram that occurs twice. So once the (n-1)-grams were
+        counted, only their shared positions (usually few) are hashed and counted for n: every n-gram that
+        repeats is among them, in the same order, which is all the rules ask about."""
+        count = max(len(self.ids) - n + 1, 0)
+        below = self._shared.get(n - 1)
+        positions = np.arange(count) if below is None else below[below < count]
+        h = self.hashes(n) if below is None else self.hashes_at(positions, n)
         if not len(h):
+            self._shared[n] = positions
+            empty = np.zeros(0, np.int64)
+            return positions, h, empty, empty, empty
+        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
+        self._shared[n] = positions[counts[inverse] > 1]
+        return positions, h, first, inverse, counts
+
+    def top_chars(self, n: int) -> tuple[int, int]:
+        """The most frequent repeated n-gram's count and characters (0, 0 when none repeats); ties go to the one
+        seen first, as in Counter."""
+        positions, _, first, _, counts = self._counted(n)
+        if not len(counts) or counts.max() < 2:
             return 0, 0
-        _, first, counts = np.unique(h, return_index=True, return_counts=True)
         best = counts.max()
-        position = int(first[counts == best].min())
+        position = int(positions[first[counts == best].min()])
         return int(best), int(self.chars(n)[position])
 
     def over_duplicate_chars(self, n: int, limit: float) -> bool:
         """Whether the characters in n-grams seen before (skipping past each repeat, as datatrove's
         ``find_all_duplicate``) exceed ``limit``. The sum over every repeated position bounds them from above,
         so most documents are decided without the sequential scan, and the scan stops once past the limit."""
-        h = self.hashes(n)
+        positions, h, first, inverse, counts = self._counted(n)
         if not len(h):
             return False
-        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
         repeat = first[inverse] < np.arange(len(h))
-        chars = self.chars(n)
+        chars = self.chars(n)[positions]
         if chars[repeat].sum() <= limit:
             return False
-        shared = np.flatnonzero(counts[inverse] > 1)  # only n-grams that occur twice can ever be "seen"
-        return _scan(shared.tolist(), h[shared].tolist(), chars[shared].tolist(), n, limit) > limit
+        local = np.flatnonzero(counts[inverse] > 1)  # only n-grams that occur twice can ever be "seen"
+        return _scan(positions[local].tolist(), h[local].tolist(), chars[local].tolist(), n, limit) > limit
 
 
 def _scan(positions: list[int], keys: list[int], lengths: list[int], n: int, limit: float) -> int:
@@ -176,7 +202,7 @@ class _TupleGrams:
 
     def top_chars(self, n: int) -> tuple[int, int]:
         top = Counter(_ngrams(self.tokens, n)).most_common(1)
-        return (top[0][1], _ngram_chars(top[0][0])) if top else (0, 0)
+        return (top[0][1], _ngram_chars(top[0][0])) if top and top[0][1] > 1 else (0, 0)
 
     def duplicate_chars(self, n: int) -> int:
         """Characters in n-grams seen before, skipping past each repeat so overlapping repeats count once."""

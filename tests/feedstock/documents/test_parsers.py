@@ -170,3 +170,27 @@ def test_html_falls_back_to_the_whole_page_when_the_content_would_be_too_little(
     )
     parsed = HtmlParser().parse(page, ParseOptions())
     assert parsed.extraction == "whole_page" and parsed.text.count("a long list of links") == 20
+
+
+def test_an_index_page_keeps_its_listing_or_its_marked_content_without_the_chrome():
+    from feedstock.documents.parsers import HtmlParser, ParseOptions
+
+    chrome = b'<div id="banner">Download the ebook</div><ul class="docnav"><li>Prev</li><li>Next</li></ul>'
+    entries = b"".join(b"<li>Chapter %d: a chapter of the book</li>" % i for i in range(20))
+    front = (
+        b"<html><body>"
+        + chrome
+        + b'<h1>The Book</h1><div class="toc"><ul>'
+        + entries
+        + b"</ul></div></body></html>"
+    )
+    parsed = HtmlParser().parse(
+        front, ParseOptions()
+    )  # no main: the table of contents is what the page holds
+    assert parsed.extraction == "content" and parsed.text.count("a chapter of the book") == 20
+    assert "Download the ebook" not in parsed.text and "Prev" not in parsed.text
+
+    sidebar = b'<div class="sphinxsidebar">' + entries * 3 + b"</div>"
+    chapter = b'<html><body><div role="main"><h1>Services</h1><p>The modules of this chapter.</p></div>'
+    parsed = HtmlParser().parse(chapter + sidebar + b"</body></html>", ParseOptions())
+    assert parsed.extraction == "content" and parsed.text == "# Services\n\nThe modules of this chapter."
