@@ -71,6 +71,8 @@ def _nonblank_lines(text: str) -> list[str]:
 def _duplicates(items: Sequence[str]) -> tuple[int, int]:
     """How many items repeat an earlier one, and how many characters those repeats hold."""
     counts = Counter(items)
+    if len(counts) == len(items):
+        return 0, 0  # the usual case, decided without a pass over the counts
     return len(items) - len(counts), sum(len(item) * (n - 1) for item, n in counts.items() if n > 1)
 
 
