@@ -501,6 +501,8 @@ _STAGE_OPTIONS: dict[str, dict[str, Any]] = {
         "languages": list[str] | str,
         "max_chars": int,
         "low_accuracy": bool,
+        "quick_chars": int,
+        "quick_score": float,
     },
     "quality": dict.fromkeys(
         ("gopher_repetition", "gopher_quality", "c4", "fineweb"), dict[str, Any] | bool | None

@@ -70,7 +70,8 @@ def clean_text(text: str, fix_encoding: bool = True) -> str:
 
 def _tidy(text: str) -> str:
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    # One pass over the text, not one per line: _SPACES never matches a newline, so it is the same.
+    lines = [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 

@@ -91,3 +91,19 @@ def test_only_the_first_max_chars_are_used():
 def test_unknown_language_code_raises():
     with pytest.raises(ValueError, match="unknown ISO 639-1 code 'XX'"):
         LanguageFilter(languages=["en", "xx"])
+
+
+def test_a_plainly_allowed_start_decides_and_any_other_start_reads_max_chars():
+    english_then_german = ENGLISH + " " + GERMAN * 3  # 150 English characters, then German
+    quick = LanguageFilter(quick_chars=len(ENGLISH), max_chars=len(english_then_german))
+    reason, doc, _ = check(quick, english_then_german)
+    assert reason is None and doc.meta["lang"] == "en" and doc.meta["lang_score"] >= 0.9
+    reason, doc, _ = check(
+        LanguageFilter(quick_chars=0, max_chars=len(english_then_german)), english_then_german
+    )
+    assert doc.meta["lang"] == "de" and reason == "language:not_allowed"
+    # A German start is not plainly allowed: the longer sample decides, as without the quick look.
+    german_then_english = GERMAN + " " + ENGLISH * 3
+    reason, doc, _ = check(LanguageFilter(quick_chars=len(GERMAN), max_chars=2_000), german_then_english)
+    slow_reason, slow, _ = check(LanguageFilter(quick_chars=0, max_chars=2_000), german_then_english)
+    assert (reason, doc.meta) == (slow_reason, slow.meta)

@@ -147,3 +147,35 @@ def test_fix_text_is_ftfy_line_for_line():
     for _ in range(300):
         text = "\n".join(rng.choice(pieces) + " " + rng.choice(pieces) for _ in range(rng.randint(1, 8)))
         assert fix_text(text) == ftfy.fix_text(text, normalization="NFC"), repr(text)
+
+
+def test_tidy_in_one_pass_is_the_line_by_line_rule():
+    import random
+
+    from feedstock.stages.normalize import _BLANK_RUNS, _CONTROL, _SPACES, _tidy
+
+    def line_by_line(text: str) -> str:
+        text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+        lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+        return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+    rng = random.Random(3)
+    alphabet = [
+        "a",
+        "b",
+        "é",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\r",
+        "\u00a0",
+        "\u2003",
+        "\u3000",
+        "\u2028",
+        "\x0b",
+    ]
+    for _ in range(2_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert _tidy(text) == line_by_line(text), repr(text)
