@@ -186,12 +186,11 @@ def plan(source: DocumentSource, lake: Lake, run_key: str) -> tuple[list[Batch],
     stage = staging_dir(lake, run_key, source.name)
     lake.clear(stage)
     blocked = forgotten_ids(lake)
-    # Parse settings changed since the last run: every file is parsed again, and only a changed text is a new version.
-    uri = parsed_with_uri(lake, source.name)
-    before = (
-        lake.read_json(uri) if lake.exists(uri) else parse_signature(DocumentSource(source.name, source.uri))
-    )
-    reparse = read_versions["documents"] is not None and before != parse_signature(source)
+    # When the parse settings changed since the last commit, every file is parsed again and only a changed text
+    # becomes a version. A lake from before signatures were recorded was parsed by the first parsers.
+    uri, now = parsed_with_uri(lake, source.name), parse_signature(source)
+    before = lake.read_json(uri) if lake.exists(uri) else {**now, "parsers": 1}
+    reparse = read_versions["documents"] is not None and before != now
     texts = _parsed_texts(lake, source, read_versions["documents"]) if reparse else {}
     todo, unchanged, still_quarantined, forgotten, present = [], 0, 0, 0, set()
     for file in files:

@@ -41,10 +41,11 @@ import pyarrow.compute as pc
 
 from feedstock import contracts
 from feedstock.config import _NAME as SOURCE_NAME
-from feedstock.config import SEARCH_MODES, Config, Embedding, Rerank
+from feedstock.config import SEARCH_MODES, Config, Embedding, Rag, Rerank
 from feedstock.errors import CommitConflict, IndexNotReady
 from feedstock.lake import Commit, Lake, Txn, filesystem, join
 from feedstock.rag.embedders import embedder, index_name
+from feedstock.stages import boilerplate as lines
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,6 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
     new key, tags and metadata (``updated``), so a changed ``access_tags`` reaches search without re-embedding.
     """
     from feedstock.rag.chunking import Chunker
-    from feedstock.stages import boilerplate as lines
 
     rag, spec, stage = config.rag, config.rag.embedding, stage_dir(lake, run_key)
     lake.clear(stage)
@@ -191,17 +191,16 @@ def plan(config: Config, lake: Lake, documents: pa.Table | str, run_key: str) ->
     settings = f"{PLAN_VERSION}|{model_version(spec)}|{rag.chunk_tokens}|{rag.chunk_overlap}"
     live: list[str] = []
     changed: list[str] = []
-    new_chunks: list[
-        dict
-    ] = []  # only the changed documents' chunks: memory follows the change, not the corpus
+    # Only the changed documents' chunks are held: memory follows the change, not the corpus.
+    new_chunks: list[dict] = []
     counts: Counter = Counter()
     for batch in con.sql(LIVE_DOCUMENTS).to_arrow_reader(500):
         for doc in batch.to_pylist():
             live.append(doc["doc_id"])
+            repeated = boilerplate.get(doc["source"], set())
             text, pages, removed = lines.strip_pages(
-                doc["text"], doc.get("pages") or None, boilerplate.get(doc["source"], set()),
-                rag.boilerplate.min_chars, headings=False,
-            )  # fmt: skip
+                doc["text"], doc.get("pages") or None, repeated, rag.boilerplate.min_chars, headings=False
+            )
             counts["boilerplate_lines"] += removed
             if not text.strip():  # nothing but boilerplate: no chunks (and any it had leave)
                 counts["documents_all_boilerplate"] += 1
@@ -271,11 +270,9 @@ def document_key(doc: dict[str, Any], text: str, pages: list[dict] | None, setti
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def _boilerplate(con, lake: Lake, stage: str, rag) -> tuple[dict[str, set[int]], int]:
+def _boilerplate(con, lake: Lake, stage: str, rag: Rag) -> tuple[dict[str, set[int]], int]:
     """The boilerplate lines of each source, counted over all its live documents (``{source: line keys}``), and
     how many there are."""
-    from feedstock.stages import boilerplate as lines
-
     spec = rag.boilerplate
     if not spec.min_docs:
         return {}, 0
