@@ -2,7 +2,8 @@
 
 - **Throughput:** the same 2,000 chunks of 200 tokens (real documents from ``/usr/share/doc``, chunked by the
   feed's chunker, with the title/section heading the feed embeds) encoded by raw ``SentenceTransformer.encode``
-  (batch 64), then by feedstock's embedder on each runtime: torch, ONNX fp32, ONNX int8. The ONNX export is made
+  (batch 64), then by feedstock's embedder on each runtime: torch in fp32 and in bf16 (autocast), ONNX fp32,
+  ONNX int8. The ONNX export is made
   beforehand (it is cached), so the timing is encoding only; the export's own time is reported separately.
 - **Agreement:** the lowest and mean cosine between each runtime's vectors and torch's on those chunks.
 - **Retrieval:** recall@5 and MRR with each runtime's vectors, by exact search over the chunks, on two golden
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_HANDBOOK = Path("/usr/share/doc/debian-handbook/html/en-US")
 N_CHUNKS = 2_000
 RUNTIMES = {
-    "torch": Embedding(),
+    "torch": Embedding(precision="fp32"),
+    "torch_bf16": Embedding(precision="bf16"),
     "onnx_fp32": Embedding(runtime="onnx"),
     "onnx_int8": Embedding(runtime="onnx", quantize="int8"),
 }

@@ -32,12 +32,12 @@ def reference():
     """The process stage's code paths as the issue measured them (see the module docstring)."""
     import ftfy
 
-    from feedstock.stages import normalize, quality
+    from feedstock.stages import boilerplate, normalize, quality
 
     def tidy_line_by_line(text: str) -> str:
         text = normalize._CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
         lines = [normalize._SPACES.sub(" ", line).strip() for line in text.split("\n")]
-        return normalize._BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+        return boilerplate.BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
     saved = quality._HASHED_FROM, normalize.fix_text, normalize._tidy
     quality._HASHED_FROM = 10**12  # every document through the tuple n-grams

@@ -375,7 +375,9 @@ class Embedding:
 
     ``runtime: onnx`` (``feedstock.rag.onnx``) gives the same vectors as torch (cosine >= 0.9999), so switching
     to it keeps the index; ``quantize: int8`` changes them beyond that tolerance, so it is a new model version
-    and the index is rebuilt beside the old one (blue/green)."""
+    and the index is rebuilt beside the old one (blue/green). ``precision: bf16`` runs torch in bfloat16
+    (autocast), 2-3x faster where the CPU computes bf16 natively (AMX, AVX512-BF16) and within cosine 0.9995 of
+    fp32, so it keeps the index too; ``auto`` (the default) picks it on such CPUs and fp32 elsewhere."""
 
     provider: str = _one_of("sentence_transformers", "sentence_transformers", "openai", "bedrock")
     model: str = _text("a model name", "all-MiniLM-L6-v2")
@@ -388,16 +390,20 @@ class Embedding:
     # sentence_transformers only: torch, or ONNX Runtime on an export of the same weights (optionally int8)
     runtime: str = _one_of("torch", "torch", "onnx")
     quantize: str = _one_of("none", "none", "int8")
+    precision: str = _one_of("auto", "auto", "fp32", "bf16")  # torch only: bf16 autocast, or fp32
 
     def __post_init__(self) -> None:
         _check_fields(self, "config 'rag.embedding'")
-        if self.provider != "sentence_transformers" and (self.runtime, self.quantize) != ("torch", "none"):
+        local = (self.runtime, self.quantize, self.precision) != ("torch", "none", "auto")
+        if self.provider != "sentence_transformers" and local:
             raise ConfigError(
-                f"config 'rag.embedding': fields 'runtime' and 'quantize' apply to the local model "
+                f"config 'rag.embedding': fields 'runtime', 'quantize' and 'precision' apply to the local model "
                 f"(provider sentence_transformers), not to provider {self.provider!r}"
             )
         if self.quantize != "none" and self.runtime != "onnx":
             raise ConfigError("config 'rag.embedding': field 'quantize' needs runtime: onnx")
+        if self.precision == "bf16" and self.runtime != "torch":
+            raise ConfigError("config 'rag.embedding': field 'precision: bf16' needs runtime: torch")
 
 
 SEARCH_MODES = ("vector", "fts", "hybrid")  # vector similarity, full-text (BM25), both fused (RRF)

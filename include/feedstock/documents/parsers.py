@@ -230,12 +230,16 @@ class HtmlParser(Parser):
         landmark = soup.find("main") or soup.find(attrs={"role": "main"})
         text = self._text(self._content(soup, landmark))
         extraction = "content"
+
         # A page that marks its content is trusted to, however little it holds (a chapter's index page is an
         # introduction and a table of contents); a page without the mark keeps its page listings when too little
         # is left without them, and falls back to the whole page when even that is too little.
-        if landmark is None and len(text) < self.MIN_SHARE * len(whole):
+        def too_little(text: str) -> bool:
+            return landmark is None and len(text) < self.MIN_SHARE * len(whole)
+
+        if too_little(text):
             text = self._text(self._content(BeautifulSoup(markup, "lxml"), None, listings=True))
-        if not text.strip() or (landmark is None and len(text) < self.MIN_SHARE * len(whole)):
+        if not text.strip() or too_little(text):
             text, extraction = whole, "whole_page"
         return ParsedDocument(text=text, title=title or _first_heading(text), extraction=extraction)
 

@@ -360,8 +360,7 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
     name = index_name(config.rag.embedding)
     db = _connect(lake)
     pointer = read_pointer(lake)
-    embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
-    carried = _staged_carried(lake, stage)
+    embedded, carried = _staged(lake, stage)
     removed = lake.read_parquet(f"{stage}/removed.parquet").column("chunk_id").to_pylist()
     if name in db.table_names():
         table = db.open_table(name)
@@ -390,9 +389,11 @@ def build(config: Config, lake: Lake, run_key: str) -> dict[str, Any]:
     return {"table": name, "version": table.version, **stats}
 
 
-def _staged_carried(lake: Lake, stage: str) -> pa.Table | None:
-    uri = f"{stage}/carried.parquet"
-    return lake.read_parquet(uri) if lake.exists(uri) else None
+def _staged(lake: Lake, stage: str) -> tuple[pa.Table | None, pa.Table | None]:
+    """The run's staged chunks: those embedded, and those carried with their vectors (``None`` when none)."""
+    embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
+    carried = f"{stage}/carried.parquet"
+    return embedded, lake.read_parquet(carried) if lake.exists(carried) else None
 
 
 def index_table(config: Config, table, new_rows: int | None = None) -> None:
@@ -491,10 +492,9 @@ def release(
     if mine is None:
         if released is not None:
             _roll_back_interrupted(lake, pointer, run_key, produced_by, target)
-        embedded = lake.read_staged(f"{stage}/embedded") if lake.staged_files(f"{stage}/embedded") else None
         removed = lake.read_parquet(f"{stage}/removed.parquet")
         commit = Commit(produced_by, tuple(inputs), stats, txn, {"release": target})
-        recorded = _record(lake, embedded, _staged_carried(lake, stage), removed, rebuild, commit)
+        recorded = _record(lake, *_staged(lake, stage), removed, rebuild, commit)
     elif "rolled_back_to" in mine:  # this run's release already found an interrupted one: fail the same way
         _point_at(lake, pointer, mine["version"])
         raise CommitConflict(mine["stats"]["message"])

@@ -30,7 +30,7 @@ MIN_CHARS = 20  # shorter lines (headings, list markers) never are
 MEMORY = "192MB"  # DuckDB's budget for the global line count; past it, the aggregate spills to disk
 LINES_SCHEMA = pa.schema([("source", pa.string()), ("line", pa.int64()), ("docs", pa.int64())])
 
-_BLANK_RUNS = re.compile(r"\n{3,}")
+BLANK_RUNS = re.compile(r"\n{3,}")  # collapsed to one blank line where lines were dropped
 
 
 def line_key(line: str) -> int:
@@ -128,7 +128,7 @@ def strip(text: str, keys: set[int], min_chars: int, headings: bool = True) -> t
     kept = [x for x in lines if not (_candidate(x, min_chars, headings) and line_key(x) in keys)]
     if len(kept) == len(lines):
         return text, 0
-    return _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip(), len(lines) - len(kept)
+    return BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip(), len(lines) - len(kept)
 
 
 def strip_pages(

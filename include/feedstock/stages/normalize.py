@@ -24,7 +24,6 @@ from feedstock.stages.steps import Document, Step
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
-_BLANK_RUNS = re.compile(r"\n{3,}")
 
 
 def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:
@@ -71,8 +70,8 @@ def clean_text(text: str, fix_encoding: bool = True) -> str:
 def _tidy(text: str) -> str:
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     # One pass over the text, not one per line: _SPACES never matches a newline, so it is the same.
-    lines = [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+    stripped = [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
+    return lines.BLANK_RUNS.sub("\n\n", "\n".join(stripped)).strip()
 
 
 class Normalizer(Step):

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from feedstock.stages.steps import Document, Filter
 
@@ -101,7 +102,8 @@ class _Grams:
         self.ids = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
         self.ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))))
         self._hashes = {1: self.ids}  # n -> hashes; each size extends the largest one below it
-        self._shared: dict[int, np.ndarray] = {}  # n -> positions whose n-gram occurs more than once
+        # n -> the positions whose n-gram occurs more than once, and those n-grams' hashes
+        self._shared: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def hashes(self, n: int) -> np.ndarray:
         if n in self._hashes:
@@ -117,59 +119,58 @@ class _Grams:
         self._hashes[n] = h
         return h
 
-    def hashes_at(self, positions: np.ndarray, n: int) -> np.ndarray:
-        """:meth:`hashes` at some positions only (the same recurrence, so the same values)."""
-        h = self.ids[positions]
-        with np.errstate(over="ignore"):
-            for m in range(1, n):
-                h = h * self._PRIME + self.ids[positions + m] + np.uint64(1)
-        return h
-
     def chars(self, n: int) -> np.ndarray:
         count = len(self.ids) - n + 1
         return self.ends[n : n + count] - self.ends[:count] + (n - 1)
 
-    def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The positions looked at, their n-gram hashes, and ``np.unique``'s first index, inverse and counts.
+    def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The positions looked at, their n-gram hashes, each one's code and each code's count. Codes number the
+        distinct n-grams in the order they first occur (``pandas.factorize``: one hash-table pass, where
+        ``np.unique`` sorts).
 
         An n-gram that occurs twice starts with an (n-1)-gram that occurs twice. So once the (n-1)-grams were
         counted, only their shared positions (usually few) are hashed and counted for n: every n-gram that
         repeats is among them, in the same order, which is all the rules ask about."""
         count = max(len(self.ids) - n + 1, 0)
-        below = self._shared.get(n - 1)
-        positions = np.arange(count) if below is None else below[below < count]
-        h = self.hashes(n) if below is None else self.hashes_at(positions, n)
-        if not len(h):
-            self._shared[n] = positions
-            empty = np.zeros(0, np.int64)
-            return positions, h, empty, empty, empty
-        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
-        self._shared[n] = positions[counts[inverse] > 1]
-        return positions, h, first, inverse, counts
+        if n - 1 in self._shared:  # the same recurrence as hashes(), at the shared positions only
+            positions, h = self._shared[n - 1]
+            inside = positions < count
+            positions = positions[inside]
+            with np.errstate(over="ignore"):
+                h = h[inside] * self._PRIME + self.ids[positions + n - 1] + np.uint64(1)
+        else:
+            positions, h = np.arange(count), self.hashes(n)
+        codes = pd.factorize(h)[0] if len(h) else np.zeros(0, np.intp)
+        counts = np.bincount(codes)
+        shared = counts[codes] > 1
+        self._shared[n] = positions[shared], h[shared]
+        return positions, h, codes, counts
 
     def top_chars(self, n: int) -> tuple[int, int]:
         """The most frequent repeated n-gram's count and characters (0, 0 when none repeats); ties go to the one
         seen first, as in Counter."""
-        positions, _, first, _, counts = self._counted(n)
+        positions, _, codes, counts = self._counted(n)
         if not len(counts) or counts.max() < 2:
             return 0, 0
-        best = counts.max()
-        position = int(positions[first[counts == best].min()])
-        return int(best), int(self.chars(n)[position])
+        top = int(counts.argmax())  # the first of the most frequent: codes follow first occurrence
+        return int(counts[top]), int(self.chars(n)[positions[np.argmax(codes == top)]])
 
     def over_duplicate_chars(self, n: int, limit: float) -> bool:
         """Whether the characters in n-grams seen before (skipping past each repeat, as datatrove's
         ``find_all_duplicate``) exceed ``limit``. The sum over every repeated position bounds them from above,
         so most documents are decided without the sequential scan, and the scan stops once past the limit."""
-        positions, h, first, inverse, counts = self._counted(n)
+        positions, h, codes, counts = self._counted(n)
         if not len(h):
             return False
-        repeat = first[inverse] < np.arange(len(h))
+        newest = np.maximum.accumulate(codes)  # grows exactly where an n-gram occurs for the first time
+        repeat = np.concatenate(([False], newest[1:] == newest[:-1]))
         chars = self.chars(n)[positions]
         if chars[repeat].sum() <= limit:
             return False
-        local = np.flatnonzero(counts[inverse] > 1)  # only n-grams that occur twice can ever be "seen"
-        return _scan(positions[local].tolist(), h[local].tolist(), chars[local].tolist(), n, limit) > limit
+        local = np.flatnonzero(counts[codes] > 1)  # only n-grams that occur twice can ever be "seen"
+        return (
+            _scan(positions[local].tolist(), codes[local].tolist(), chars[local].tolist(), n, limit) > limit
+        )
 
 
 def _scan(positions: list[int], keys: list[int], lengths: list[int], n: int, limit: float) -> int:

@@ -31,7 +31,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_vectors():
-    return embedder(Embedding()).embed(TEXTS)
+    return embedder(Embedding(precision="fp32")).embed(TEXTS)
 
 
 def test_fp32_export_gives_torchs_vectors_and_is_reused(models, torch_vectors):
@@ -84,6 +84,9 @@ def test_a_bad_export_is_refused(models, monkeypatch):
         ({"quantize": "int8"}, "field 'quantize' needs runtime: onnx"),
         ({"provider": "openai", "runtime": "onnx"}, "apply to the local model"),
         ({"runtime": "onnx", "quantize": "int4"}, "field 'quantize'"),
+        ({"precision": "fp16"}, "field 'precision'"),
+        ({"runtime": "onnx", "precision": "bf16"}, "field 'precision: bf16' needs runtime: torch"),
+        ({"provider": "openai", "precision": "fp32"}, "apply to the local model"),
     ],
 )
 def test_runtime_options_are_checked_at_load(embedding, message):

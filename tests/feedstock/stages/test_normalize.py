@@ -152,12 +152,13 @@ def test_fix_text_is_ftfy_line_for_line():
 def test_tidy_in_one_pass_is_the_line_by_line_rule():
     import random
 
-    from feedstock.stages.normalize import _BLANK_RUNS, _CONTROL, _SPACES, _tidy
+    from feedstock.stages.boilerplate import BLANK_RUNS
+    from feedstock.stages.normalize import _CONTROL, _SPACES, _tidy
 
     def line_by_line(text: str) -> str:
         text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
         lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-        return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+        return BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
     rng = random.Random(3)
     alphabet = [
