@@ -142,11 +142,15 @@ def run() -> dict:
 
     raw = SentenceTransformer(model_path("all-MiniLM-L6-v2"), device="cpu")
     raw.encode(texts[:64], batch_size=64)
-    start = time.perf_counter()
-    reference = raw.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    raw_seconds = time.perf_counter() - start
-    result["raw_sentence_transformers"] = {"chunks_per_s": round(len(texts) / raw_seconds, 1)}
 
+    def raw_encode() -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        vectors = raw.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        return vectors, time.perf_counter() - start
+
+    # Raw encode runs first and last, and the faster of the two is the baseline: on a shared machine a slow
+    # baseline would flatter every ratio.
+    reference, raw_seconds = raw_encode()
     for name, spec in RUNTIMES.items():
         start = time.perf_counter()
         model = embedder(spec)
@@ -159,13 +163,20 @@ def run() -> dict:
         result[name] = {
             "load_or_export_s": round(loaded, 1),
             "chunks_per_s": round(len(texts) / seconds, 1),
-            "vs_raw": round(raw_seconds / seconds, 2),
+            "seconds": seconds,
             "cosine_to_torch_min": round(float(cosines.min()), 4),
             "cosine_to_torch_mean": round(float(cosines.mean()), 4),
         }
         for set_name, ((chunk_texts, owners), golden) in sets.items():
             scores = _retrieval(model, model.embed(chunk_texts), owners, golden)
             result[name][set_name] = {"chunks": len(chunk_texts), "questions": len(golden), **scores}
+    last = raw_encode()[1]
+    result["raw_sentence_transformers"] = {
+        "chunks_per_s": round(len(texts) / min(raw_seconds, last), 1),
+        "first_and_last_run_chunks_per_s": [round(len(texts) / raw_seconds, 1), round(len(texts) / last, 1)],
+    }
+    for name in RUNTIMES:
+        result[name]["vs_raw"] = round(min(raw_seconds, last) / result[name].pop("seconds"), 2)
     if debian:
         result["rag_feed_full_build_debian_handbook"] = _feed_full_build(debian)
     return result

@@ -91,9 +91,12 @@ def frequent(
     con.register("lines", counts)
     con.register("floors", floor)
     try:
+        # Summed first, then compared with the source's floor: an aggregate of one sum spills to disk, while
+        # one that also carries any_value(floor) ran out of memory past about a million frequent lines.
         return con.sql(
-            f"""select source, line from lines left join floors using (source) group by source, line
-                having sum(docs) >= coalesce(any_value(floor), {min_docs}) order by all"""
+            f"""with totals as (select source, line, sum(docs) as docs from lines group by source, line)
+                select source, line from totals left join floors using (source)
+                where docs >= coalesce(floor, {min_docs}) order by all"""
         ).to_arrow_table()
     finally:
         con.close()
