@@ -152,7 +152,7 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     # Every planted problem is dropped with its reason; the corrupt shard is quarantined, the rest published.
     assert rejects[PLANTED["near_duplicate"]] == "dedup:fuzzy"
     assert "dedup:exact" in {rejects.get("crawl/handbook-000"), rejects.get(PLANTED["exact_copy"])}
-    assert rejects[PLANTED["repeated_lines"]] == "quality:gopher_repetition"
+    assert rejects[PLANTED["repeated_lines"]] == "quality:gopher_repetition:dup_lines"
     assert rejects[PLANTED["wrong_language"]] == "language:not_allowed"
     assert rejects[f"crawl/{pretrain_project.quoted_doc}"] == "decontamination:eval_qa"
     assert any(r == "read:invalid_json" for r in rejects.values())
@@ -184,7 +184,7 @@ def test_pretrain_feed_end_to_end(pretrain_project, tmp_path):
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.rstrip("\n") == shard0[3]["text"]
     card = (Path(feed.release_dir(lake, 1)) / "README.md").read_text()
-    assert "# Pretraining release 1" in card and "| quality:gopher_repetition | 1 |" in card
+    assert "# Pretraining release 1" in card and "| quality:gopher_repetition:dup_lines | 1 |" in card
     check_trainer_formats(
         Path(feed.release_dir(lake, 1)), yaml.safe_load(pretrain_project.config.read_text())["pretrain"]
     )

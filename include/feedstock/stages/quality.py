@@ -1,16 +1,21 @@
 """The quality stage: published heuristic document filters for pretraining text.
 
 Contract: the input is one :class:`~feedstock.stages.steps.Document`; the output is the document kept, or
-dropped with the reason ``quality:<rule>``, one reason per rule family:
+dropped with the reason ``quality:<family>:<rule>``, naming the rule that decided:
 
-- ``quality:gopher_repetition``: Gopher's repetition rules (Rae et al. 2021, Appendix A, table A1): duplicated
-  lines and paragraphs, the most frequent 2-4-gram, and duplicated 5-10-grams, as character fractions.
-- ``quality:gopher_quality``: Gopher's quality rules: word count, mean word length, hash and ellipsis to word
-  ratios, bullet and ellipsis lines, words with a letter, English stop words.
-- ``quality:c4``: the C4 line rules (Raffel et al. 2020). C4 *rewrites* a kept document to its kept lines and
-  drops it when fewer than 5 sentences remain, or when a kept line holds "lorem ipsum" or a curly bracket.
-- ``quality:fineweb``: FineWeb's rules (Penedo et al. 2024): lines ending in punctuation, short lines,
-  characters in duplicated lines, newlines per word.
+- ``quality:gopher_repetition:*``: Gopher's repetition rules (Rae et al. 2021, Appendix A, table A1):
+  ``dup_paras``, ``dup_para_chars``, ``dup_lines``, ``dup_line_chars`` (duplicated paragraphs and lines, as
+  shares of the units and of the characters), ``top_{2,3,4}_gram`` (the most frequent n-gram's characters),
+  ``dup_{5..10}_grams`` (characters in duplicated n-grams).
+- ``quality:gopher_quality:*``: Gopher's quality rules: ``short_doc``, ``long_doc`` (word count),
+  ``short_words``, ``long_words`` (mean word length), ``symbols`` (hash and ellipsis to word ratio),
+  ``bullet_lines``, ``ellipsis_lines``, ``non_alpha_words`` (too few words with a letter), ``few_stop_words``.
+- ``quality:c4:*``: the C4 line rules (Raffel et al. 2020). C4 *rewrites* a kept document to its kept lines and
+  drops it when fewer than 5 sentences remain (``few_sentences``), or when a kept line holds "lorem ipsum"
+  (``lorem_ipsum``) or a curly bracket (``curly_bracket``).
+- ``quality:fineweb:*``: FineWeb's rules (Penedo et al. 2024): ``line_punct`` (too few lines ending in
+  punctuation), ``short_lines``, ``char_duplicates`` (characters in duplicated lines), ``new_lines`` (newlines
+  per word), ``empty``.
 
 The rules and defaults follow HuggingFace datatrove's filters of the same names. A threshold set to None
 switches that rule off. Simplifications and deliberate differences:
@@ -235,10 +240,24 @@ def _under(value: float, limit: float | None) -> bool:
     return limit is not None and value < limit
 
 
-class GopherRepetitionFilter(Filter):
-    """Drop documents made of repeated lines, paragraphs or n-grams (Gopher, table A1)."""
+class _Family(Filter):
+    """A family of rules (``rule``). ``check`` returns True or the name of the rule that failed, and the drop
+    reason names both: ``quality:fineweb:short_lines``."""
 
     stage = "quality"
+    rule = ""
+
+    def check(self, doc: Document) -> bool | str:
+        raise NotImplementedError
+
+    def filter(self, doc: Document) -> bool | str:
+        verdict = self.check(doc)
+        return True if verdict is True else f"{self.rule}:{verdict}"
+
+
+class GopherRepetitionFilter(_Family):
+    """Drop documents made of repeated lines, paragraphs or n-grams (Gopher, table A1)."""
+
     rule = "gopher_repetition"
 
     def __init__(
@@ -265,35 +284,36 @@ class GopherRepetitionFilter(Filter):
         self.top_n_grams = tuple((int(n), float(frac)) for n, frac in top_n_grams or ())
         self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
 
-    def filter(self, doc: Document) -> bool | str:
+    def check(self, doc: Document) -> bool | str:
         text = doc.text
         if not text.strip():
             return True  # nothing repeats; an empty document is gopher_quality's business
         size = len(text)
-        for units, frac, char_frac in (
-            (_PARAGRAPH_BREAK.split(text.strip()), self.dup_para_frac, self.dup_para_char_frac),
-            (_nonblank_lines(text), self.dup_line_frac, self.dup_line_char_frac),
+        for unit, units, frac, char_frac in (
+            ("para", _PARAGRAPH_BREAK.split(text.strip()), self.dup_para_frac, self.dup_para_char_frac),
+            ("line", _nonblank_lines(text), self.dup_line_frac, self.dup_line_char_frac),
         ):
             repeats, repeated_chars = _duplicates(units)
-            if _over(repeats / len(units), frac) or _over(repeated_chars / size, char_frac):
-                return self.rule
+            if _over(repeats / len(units), frac):
+                return f"dup_{unit}s"
+            if _over(repeated_chars / size, char_frac):
+                return f"dup_{unit}_chars"
         tokens = _TOKEN.findall(text)
         # numpy's per-call cost outweighs the tuples' on short texts
         grams = _Grams(tokens) if len(tokens) >= _HASHED_FROM else _TupleGrams(tokens)
         for n, frac in self.top_n_grams:
             count, chars = grams.top_chars(n)
             if count > 1 and chars * count / size > frac:
-                return self.rule
+                return f"top_{n}_gram"
         for n, frac in self.dup_n_grams:
             if grams.over_duplicate_chars(n, frac * size):
-                return self.rule
+                return f"dup_{n}_grams"
         return True
 
 
-class GopherQualityFilter(Filter):
+class GopherQualityFilter(_Family):
     """Drop documents that do not look like human prose (Gopher's quality rules)."""
 
-    stage = "quality"
     rule = "gopher_quality"
 
     def __init__(
@@ -322,40 +342,43 @@ class GopherQualityFilter(Filter):
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(stop_words)
 
-    def filter(self, doc: Document) -> bool | str:
+    def check(self, doc: Document) -> bool | str:
         text = doc.text
         words = _WORD.findall(text)
         n_words = len(words)
-        if not n_words or _under(n_words, self.min_doc_words) or _over(n_words, self.max_doc_words):
-            return self.rule
+        if not n_words or _under(n_words, self.min_doc_words):
+            return "short_doc"
+        if _over(n_words, self.max_doc_words):
+            return "long_doc"
         mean_length = sum(map(len, words)) / n_words
-        if _under(mean_length, self.min_avg_word_length) or _over(mean_length, self.max_avg_word_length):
-            return self.rule
+        if _under(mean_length, self.min_avg_word_length):
+            return "short_words"
+        if _over(mean_length, self.max_avg_word_length):
+            return "long_words"
         hashes = text.count("#") - sum(map(len, _MARKDOWN_HEADING.findall(text)))
         ellipses = text.count("...") + text.count("…")
         if _over(max(hashes, ellipses) / n_words, self.max_symbol_word_ratio):
-            return self.rule
+            return "symbols"
         lines = [line.strip() for line in _nonblank_lines(text)]
         if _over(sum(line.startswith(_BULLETS) for line in lines) / len(lines), self.max_bullet_lines_ratio):
-            return self.rule
+            return "bullet_lines"
         if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), self.max_ellipsis_lines_ratio):
-            return self.rule
+            return "ellipsis_lines"
         with_letter = sum(map(bool, map(_LETTER.search, words)))
         if _under(with_letter / n_words, self.max_non_alpha_words_ratio):
-            return self.rule
+            return "non_alpha_words"
         if _under(sum(map(self.stop_words.__contains__, words)), self.min_stop_words):
-            return self.rule
+            return "few_stop_words"
         return True
 
 
-class C4QualityFilter(Filter):
+class C4QualityFilter(_Family):
     """Keep only C4-clean lines (rewriting ``doc.text``); drop the document if too little prose is left.
 
     Like C4, "lorem ipsum" and ``{`` drop the document only on lines that survived the earlier line rules: a
     line of code without terminal punctuation is removed rather than condemning its document.
     """
 
-    stage = "quality"
     rule = "c4"
 
     def __init__(
@@ -384,7 +407,7 @@ class C4QualityFilter(Filter):
         self.filter_curly_bracket = filter_curly_bracket
         self.filter_policy = filter_policy
 
-    def filter(self, doc: Document) -> bool | str:
+    def check(self, doc: Document) -> bool | str:
         units = doc.text.splitlines() if self.split_paragraph else _SENTENCE_BREAK.split(doc.text)
         kept: list[str] = []
         sentences = 0
@@ -403,25 +426,24 @@ class C4QualityFilter(Filter):
                 continue
             lower = line.lower()
             if self.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return self.rule
+                return "lorem_ipsum"
             if self.filter_javascript and "javascript" in lower:
                 continue
             if self.filter_curly_bracket and "{" in line:
-                return self.rule
+                return "curly_bracket"
             if self.filter_policy and any(phrase in lower for phrase in _C4_POLICY):
                 continue
             sentences += len(_SENTENCE_BREAK.split(line)) if self.split_paragraph else 1
             kept.append(line)
         if _under(sentences, self.min_num_sentences):
-            return self.rule
+            return "few_sentences"
         doc.text = ("\n" if self.split_paragraph else " ").join(kept).strip()
         return True
 
 
-class FineWebQualityFilter(Filter):
+class FineWebQualityFilter(_Family):
     """Drop list-like, menu-like and line-duplicated documents (FineWeb's own rules)."""
 
-    stage = "quality"
     rule = "fineweb"
 
     def __init__(
@@ -441,28 +463,28 @@ class FineWebQualityFilter(Filter):
         self.char_duplicates_ratio = char_duplicates_ratio
         self.new_line_ratio = new_line_ratio
 
-    def filter(self, doc: Document) -> bool | str:
+    def check(self, doc: Document) -> bool | str:
         lines = [line.strip() for line in _nonblank_lines(doc.text)]
         if not lines:
-            return self.rule
+            return "empty"
         punct_ratio = sum(line.endswith(_FINEWEB_STOP_CHARS) for line in lines) / len(lines)
         if (
             self.line_punct_thr is not None
             and punct_ratio <= self.line_punct_thr
             and not (punct_ratio == 0 and self.line_punct_exclude_zero)
         ):
-            return self.rule
+            return "line_punct"
         short_ratio = sum(len(line) <= self.short_line_length for line in lines) / len(lines)
         if self.short_line_thr is not None and short_ratio >= self.short_line_thr:
-            return self.rule
+            return "short_lines"
         repeated_chars = _duplicates(lines)[1]
         if self.char_duplicates_ratio is not None and (
             repeated_chars / (len(doc.text) - doc.text.count("\n")) >= self.char_duplicates_ratio
         ):
-            return self.rule
+            return "char_duplicates"
         # Line breaks between text lines, so a blank line between paragraphs is not a list item.
         if _over((len(lines) - 1) / len(_TOKEN.findall(doc.text)), self.new_line_ratio):
-            return self.rule
+            return "new_lines"
         return True
 
 

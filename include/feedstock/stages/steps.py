@@ -1,7 +1,8 @@
 """The family base of the pretraining stages that look at one document at a time.
 
 A :class:`Step` takes a :class:`Document` and either keeps it (possibly rewriting ``doc.text``) or drops it with a
-machine-readable reason ``<stage>:<rule>`` (for example ``quality:gopher_repetition``). A :class:`Filter` is a
+machine-readable reason ``<stage>:<rule>`` (for example ``language:not_allowed``; the quality filters, families
+of rules, name both: ``quality:fineweb:short_lines``). A :class:`Filter` is a
 step that only decides: its ``filter(doc)`` returns ``True`` to keep the document or the rule's name to drop it.
 :func:`run_steps` does the plumbing once: it applies the steps in order and counts, per stage, the documents
 that went in, out and aside by reason, plus any extra counters a step adds (PII counts per type, languages).

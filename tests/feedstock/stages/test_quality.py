@@ -51,9 +51,9 @@ def test_markdown_heading_and_crlf_do_not_hurt(cls):
 
 def test_empty_documents_do_not_crash():
     assert reason(GopherRepetitionFilter(), "  \n\n ") is None  # nothing repeats
-    assert reason(GopherQualityFilter(), "") == "quality:gopher_quality"
-    assert reason(C4QualityFilter(), "") == "quality:c4"
-    assert reason(FineWebQualityFilter(), "\n\n") == "quality:fineweb"
+    assert reason(GopherQualityFilter(), "") == "quality:gopher_quality:short_doc"
+    assert reason(C4QualityFilter(), "") == "quality:c4:few_sentences"
+    assert reason(FineWebQualityFilter(), "\n\n") == "quality:fineweb:empty"
 
 
 # --- Gopher repetition ------------------------------------------------------------------------------------
@@ -62,9 +62,11 @@ def test_empty_documents_do_not_crash():
 def test_repeated_lines_are_dropped():
     line = "Click here to subscribe to our weekly newsletter for more updates."
     text = GOOD + "\n" + "\n".join([line] * 6)
-    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition:dup_lines"
     lines_only = dict(dup_para_frac=None, dup_para_char_frac=None, top_n_grams=(), dup_n_grams=())
-    assert reason(GopherRepetitionFilter(**lines_only), text) == "quality:gopher_repetition"
+    assert reason(GopherRepetitionFilter(**lines_only), text) == "quality:gopher_repetition:dup_lines"
+    chars_only = dict(lines_only, dup_line_frac=None)
+    assert reason(GopherRepetitionFilter(**chars_only), text) == "quality:gopher_repetition:dup_line_chars"
     assert (
         reason(GopherRepetitionFilter(**lines_only, dup_line_frac=None, dup_line_char_frac=None), text)
         is None
@@ -74,12 +76,13 @@ def test_repeated_lines_are_dropped():
 def test_repeated_paragraphs_are_dropped():
     paragraphs = GOOD.split("\n\n")
     text = "\n\n".join(paragraphs + [paragraphs[0], paragraphs[0]])
-    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition:dup_paras"
 
 
 def test_repeated_ngrams_in_one_line_are_dropped():
     text = " ".join(["Buy cheap watches online today and save money."] * 12)
-    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition"  # one line: n-gram rules
+    # one line, so the n-gram rules: each 2-gram holds 19% of the text (limit 20%), each 3-gram 35% (18%)
+    assert reason(GopherRepetitionFilter(), text) == "quality:gopher_repetition:top_3_gram"
 
 
 def test_duplicated_long_ngrams_alone_are_dropped():
@@ -87,7 +90,8 @@ def test_duplicated_long_ngrams_alone_are_dropped():
     lines = [f"In {year}, {phrase} before the summer recess begins." for year in range(2001, 2011)]
     only_dup_ngrams = dict(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None)
     only_dup_ngrams |= dict(dup_para_char_frac=None, top_n_grams=())
-    assert reason(GopherRepetitionFilter(**only_dup_ngrams), "\n".join(lines)) == "quality:gopher_repetition"
+    expected = "quality:gopher_repetition:dup_5_grams"
+    assert reason(GopherRepetitionFilter(**only_dup_ngrams), "\n".join(lines)) == expected
     assert reason(GopherRepetitionFilter(**only_dup_ngrams, dup_n_grams=()), "\n".join(lines)) is None
 
 
@@ -99,10 +103,9 @@ def test_short_document_is_not_called_repetitive():
 
 
 def test_too_few_and_too_many_words():
-    assert (
-        reason(GopherQualityFilter(), "The meeting is at noon, and it is short.") == "quality:gopher_quality"
-    )
-    assert reason(GopherQualityFilter(max_doc_words=50), GOOD) == "quality:gopher_quality"
+    short = "The meeting is at noon, and it is short."
+    assert reason(GopherQualityFilter(), short) == "quality:gopher_quality:short_doc"
+    assert reason(GopherQualityFilter(max_doc_words=50), GOOD) == "quality:gopher_quality:long_doc"
     assert (
         reason(GopherQualityFilter(min_doc_words=None), "The meeting is at noon and the room is small.")
         is None
@@ -111,7 +114,7 @@ def test_too_few_and_too_many_words():
 
 def test_hash_heavy_text_is_dropped_but_markdown_headings_are_not_hashes():
     tagged = GOOD + "\n" + " ".join(f"#tag{i}" for i in range(20))
-    assert reason(GopherQualityFilter(), tagged) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(), tagged) == "quality:gopher_quality:symbols"
     assert reason(GopherQualityFilter(max_symbol_word_ratio=None), tagged) is None
     headed = "\n\n".join(f"## Part {i}\n\n{p}" for i, p in enumerate(GOOD.split("\n\n")))
     assert reason(GopherQualityFilter(max_symbol_word_ratio=0.01), headed) is None
@@ -119,7 +122,7 @@ def test_hash_heavy_text_is_dropped_but_markdown_headings_are_not_hashes():
 
 def test_ellipsis_heavy_text_is_dropped():
     text = "\n".join(f"{line[:60]}..." for line in GOOD.replace(". ", ".\n").splitlines() if line)
-    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality:ellipsis_lines"
     assert reason(GopherQualityFilter(max_ellipsis_lines_ratio=None), text) is None
 
 
@@ -127,13 +130,13 @@ def test_bullet_only_text_is_dropped():
     items = [f"Item {i}: the order of the steps matters for the process to work with care" for i in range(6)]
     for marker in ("•", "-", "*"):
         text = "\n".join(f"{marker} {item}" for item in items)
-        assert reason(GopherQualityFilter(), text) == "quality:gopher_quality", marker
+        assert reason(GopherQualityFilter(), text) == "quality:gopher_quality:bullet_lines", marker
         assert reason(GopherQualityFilter(max_bullet_lines_ratio=None), text) is None
 
 
 def test_text_without_stop_words_is_dropped():
     text = "Sales grew fast across every region this quarter. " * 8
-    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(), text) == "quality:gopher_quality:few_stop_words"
     assert reason(GopherQualityFilter(min_stop_words=None), text) is None
 
 
@@ -141,10 +144,10 @@ def test_numeric_tables_and_odd_word_lengths_are_dropped():
     table = "The totals and the counts:\n" + "\n".join(
         f"{1000 + i} {2000 + 7 * i} {3000 + 13 * i}" for i in range(20)
     )
-    assert reason(GopherQualityFilter(), table) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(), table) == "quality:gopher_quality:non_alpha_words"
     assert reason(GopherQualityFilter(max_non_alpha_words_ratio=None), table) is None
     long_words = " ".join(["internationalization", "the", "of", "characteristically"] * 20)
-    assert reason(GopherQualityFilter(), long_words) == "quality:gopher_quality"
+    assert reason(GopherQualityFilter(), long_words) == "quality:gopher_quality:long_words"
     assert reason(GopherQualityFilter(max_avg_word_length=None), long_words) is None
 
 
@@ -171,10 +174,10 @@ def test_c4_keeps_prose_and_removes_noise_lines():
 
 def test_c4_drops_lorem_ipsum_and_curly_brackets():
     lorem = GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit."
-    assert reason(C4QualityFilter(), lorem) == "quality:c4"
+    assert reason(C4QualityFilter(), lorem) == "quality:c4:lorem_ipsum"
     assert reason(C4QualityFilter(filter_lorem_ipsum=False), lorem) is None
     braces = GOOD + "\nUse the template {name} in every greeting you send."
-    assert reason(C4QualityFilter(), braces) == "quality:c4"
+    assert reason(C4QualityFilter(), braces) == "quality:c4:curly_bracket"
     assert reason(C4QualityFilter(filter_curly_bracket=False), braces) is None
     code = GOOD + "\nfunction greet() { return 1 }"  # no terminal punctuation: the line goes, the doc stays
     assert reason(C4QualityFilter(), code) is None
@@ -182,7 +185,7 @@ def test_c4_drops_lorem_ipsum_and_curly_brackets():
 
 def test_c4_drops_documents_with_too_few_sentences():
     text = "Welcome to our shop.\nWe sell fresh bread every day. It is baked at dawn.\nMenu\nCart"
-    assert reason(C4QualityFilter(), text) == "quality:c4"
+    assert reason(C4QualityFilter(), text) == "quality:c4:few_sentences"
     assert reason(C4QualityFilter(min_num_sentences=3), text) is None
 
 
@@ -205,20 +208,20 @@ def test_fineweb_drops_lines_without_punctuation():
             "Final vote on the proposal expected next month",
         ]
     )
-    assert reason(FineWebQualityFilter(), headlines) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(), headlines) == "quality:fineweb:line_punct"
     assert reason(FineWebQualityFilter(line_punct_thr=None), headlines) is None
     assert reason(FineWebQualityFilter(line_punct_thr=0.0, line_punct_exclude_zero=True), headlines) is None
 
 
 def test_fineweb_drops_documents_of_short_lines():
     menu = "\n".join(["Home.", "About us.", "Our team.", "Careers.", "Contact us.", GOOD.split("\n\n")[0]])
-    assert reason(FineWebQualityFilter(new_line_ratio=None), menu) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(new_line_ratio=None), menu) == "quality:fineweb:short_lines"
     assert reason(FineWebQualityFilter(new_line_ratio=None, short_line_thr=None), menu) is None
 
 
 def test_fineweb_drops_duplicated_line_characters():
     repeated = GOOD + "\n\n" + GOOD.split("\n\n")[2]
-    assert reason(FineWebQualityFilter(), repeated) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(), repeated) == "quality:fineweb:char_duplicates"
     assert reason(FineWebQualityFilter(char_duplicates_ratio=None), repeated) is None
 
 
@@ -227,7 +230,7 @@ def test_fineweb_drops_list_like_documents():
     words += ["Responsibilities", "Characterizations"]
     lines = [f"{a} {b}." for a in words for b in words if a != b]  # long enough, but one item a line
     text = "\n".join(lines)
-    assert reason(FineWebQualityFilter(), text) == "quality:fineweb"
+    assert reason(FineWebQualityFilter(), text) == "quality:fineweb:new_lines"
     assert reason(FineWebQualityFilter(new_line_ratio=None), text) is None
 
 
@@ -253,14 +256,14 @@ def test_build_filters_rejects_unknown_names_and_thresholds():
         build_filters({"fineweb": 0.3})
 
 
-def test_run_steps_counts_drops_per_rule_family():
+def test_run_steps_counts_drops_per_rule():
     docs = [Document("a", "web", GOOD), Document("b", "web", "Too short to keep.")]
     stats: dict[str, Counter] = {}
     drops: list[Drop] = []
     kept = list(run_steps(docs, build_filters(dict.fromkeys(FILTERS, {})), stats, drops))
     assert [d.doc_id for d in kept] == ["a"]
-    assert drops == [Drop("b", "web", "quality", "quality:gopher_quality")]
-    assert stats["quality"]["dropped:quality:gopher_quality"] == 1
+    assert drops == [Drop("b", "web", "quality", "quality:gopher_quality:short_doc")]
+    assert stats["quality"]["dropped:quality:gopher_quality:short_doc"] == 1
 
 
 def test_hashed_ngram_rules_agree_with_the_tuple_reference():
