@@ -86,10 +86,7 @@ class SentenceTransformerEmbedder(Embedder):
         that it never needs a new index; ``auto`` falls back to fp32 otherwise, an explicit ``bf16`` fails."""
         from feedstock.rag.onnx import PROBES
 
-        self._bf16 = False
-        fp32 = self.embed(PROBES)
-        self._bf16 = True
-        cosine = float(np.min(np.sum(fp32 * self.embed(PROBES), axis=1)))
+        cosine = float(np.min(np.sum(self._encode(PROBES, False) * self._encode(PROBES, True), axis=1)))
         if cosine >= BF16_MIN_COSINE:
             return
         message = (
@@ -113,10 +110,13 @@ class SentenceTransformerEmbedder(Embedder):
     def embed(self, texts: list[str]) -> np.ndarray:
         if self._onnx is not None:
             return self._onnx.encode(texts, self.spec.batch_size)
+        return self._encode(texts, self._bf16)
+
+    def _encode(self, texts: list[str], bf16: bool) -> np.ndarray:
         import torch
 
         # Sorting by length keeps each batch's padding small; encode() does it and restores the order.
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             vectors = self._model.encode(
                 texts,
                 batch_size=self.spec.batch_size,

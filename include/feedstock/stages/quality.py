@@ -128,8 +128,8 @@ class _Grams:
         count = len(self.ids) - n + 1
         return self.ends[n : n + count] - self.ends[:count] + (n - 1)
 
-    def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The positions looked at, their n-gram hashes, each one's code and each code's count. Codes number the
+    def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The positions looked at, their n-grams' codes and each code's count. Codes number the
         distinct n-grams in the order they first occur (``pandas.factorize``: one hash-table pass, where
         ``np.unique`` sorts).
 
@@ -149,12 +149,12 @@ class _Grams:
         counts = np.bincount(codes)
         shared = counts[codes] > 1
         self._shared[n] = positions[shared], h[shared]
-        return positions, h, codes, counts
+        return positions, codes, counts
 
     def top_chars(self, n: int) -> tuple[int, int]:
         """The most frequent repeated n-gram's count and characters (0, 0 when none repeats); ties go to the one
         seen first, as in Counter."""
-        positions, _, codes, counts = self._counted(n)
+        positions, codes, counts = self._counted(n)
         if not len(counts) or counts.max() < 2:
             return 0, 0
         top = int(counts.argmax())  # the first of the most frequent: codes follow first occurrence
@@ -164,8 +164,8 @@ class _Grams:
         """Whether the characters in n-grams seen before (skipping past each repeat, as datatrove's
         ``find_all_duplicate``) exceed ``limit``. The sum over every repeated position bounds them from above,
         so most documents are decided without the sequential scan, and the scan stops once past the limit."""
-        positions, h, codes, counts = self._counted(n)
-        if not len(h):
+        positions, codes, counts = self._counted(n)
+        if not len(codes):
             return False
         newest = np.maximum.accumulate(codes)  # grows exactly where an n-gram occurs for the first time
         repeat = np.concatenate(([False], newest[1:] == newest[:-1]))
