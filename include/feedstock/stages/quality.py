@@ -39,6 +39,7 @@ import inspect
 import re
 from collections import Counter
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -86,96 +87,110 @@ def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
-_HASHED_FROM = (
-    400  # tokens: from here the hashed n-grams are faster (measured: 4x slower at 50 words, faster at 400)
-)
-
-
 class _Grams:
-    """One document's word n-grams as 64-bit hashes, for every n, from one factorization of its tokens.
+    """The word n-grams of a batch of documents as 64-bit hashes, for every n, from one pass over their tokens.
 
-    Gopher's n-gram rules look at up to nine n-gram sizes; building tuples of strings for each was most of the
-    quality stage's time. Here each token becomes a 64-bit integer once, an n-gram is a polynomial hash of n of
-    them (numpy, wrapping uint64; a collision would need two different n-grams of one document to agree on 64
-    bits), and its characters (the tokens joined by single spaces) come from cumulative token lengths.
+    Gopher's n-gram rules look at up to nine n-gram sizes; building tuples of strings for each, or a few numpy
+    calls per size and document, was most of the quality stage's time. Here the batch's tokens are laid end to
+    end and each becomes a 64-bit integer once (str's own hash: cached on the string, salted per process, only
+    compared within this batch). An n-gram is a polynomial hash of n of them (numpy, wrapping uint64), with its
+    document mixed into its first token, so n-grams of different documents never meet; a collision would need
+    two different n-grams of one document to agree on 64 bits. An n-gram's characters (the tokens joined by
+    single spaces) come from cumulative token lengths. Every rule then runs for the whole batch at once, per
+    n-gram size, and answers per document.
     """
 
     _PRIME = np.uint64(1_000_003)
+    _DOCUMENT = np.uint64(0x9E3779B97F4A7C15)  # odd: document i shifts its first tokens' hashes by i times it
 
-    def __init__(self, tokens: list[str]):
-        # str's own hash (cached on the string, salted per process: only compared within this document)
+    def __init__(self, documents: list[list[str]]):
+        tokens = list(chain.from_iterable(documents))
+        lengths = np.fromiter(map(len, documents), np.int64, len(documents))
+        self.documents = len(documents)
         self.ids = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
         self.ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))))
-        self._hashes = {1: self.ids}  # n -> hashes; each size extends the largest one below it
+        self.doc = np.repeat(np.arange(len(documents)), lengths)  # the document of each token
+        self.stop = np.repeat(np.cumsum(lengths), lengths)  # where that document's tokens end
+        with np.errstate(over="ignore"):
+            self._first = self.ids + self.doc.astype(np.uint64) * self._DOCUMENT
         # n -> the positions whose n-gram occurs more than once, and those n-grams' hashes
         self._shared: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def hashes(self, n: int) -> np.ndarray:
-        if n in self._hashes:
-            return self._hashes[n]
-        count = len(self.ids) - n + 1
-        if count <= 0:
-            return np.zeros(0, np.uint64)
-        k = max(m for m in self._hashes if m < n)
-        h = self._hashes[k][:count]
+    def _hashed(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The positions where a whole n-gram starts, and its hashes. An n-gram that occurs twice starts with an
+        (n-1)-gram that occurs twice, so once the (n-1)-grams were counted only their shared positions (usually
+        few) are extended: every n-gram that repeats is among them, in the same order, which is all the rules ask
+        about."""
+        if n - 1 in self._shared:
+            positions, h = self._shared[n - 1]
+            whole = positions + n <= self.stop[positions]
+            positions, h, m = positions[whole], h[whole], n - 1
+        else:
+            positions = np.flatnonzero(np.arange(len(self.ids)) + n <= self.stop)
+            h, m = self._first[positions], 1
         with np.errstate(over="ignore"):
-            for m in range(k, n):
-                h = h * self._PRIME + self.ids[m : m + count] + np.uint64(1)
-        self._hashes[n] = h
-        return h
-
-    def chars(self, n: int) -> np.ndarray:
-        count = len(self.ids) - n + 1
-        return self.ends[n : n + count] - self.ends[:count] + (n - 1)
+            for k in range(m, n):
+                h = h * self._PRIME + self.ids[positions + k] + np.uint64(1)
+        return positions, h
 
     def _counted(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The positions looked at, their n-grams' codes and each code's count. Codes number the
-        distinct n-grams in the order they first occur (``pandas.factorize``: one hash-table pass, where
-        ``np.unique`` sorts).
-
-        An n-gram that occurs twice starts with an (n-1)-gram that occurs twice. So once the (n-1)-grams were
-        counted, only their shared positions (usually few) are hashed and counted for n: every n-gram that
-        repeats is among them, in the same order, which is all the rules ask about."""
-        count = max(len(self.ids) - n + 1, 0)
-        if n - 1 in self._shared:  # the same recurrence as hashes(), at the shared positions only
-            positions, h = self._shared[n - 1]
-            inside = positions < count
-            positions = positions[inside]
-            with np.errstate(over="ignore"):
-                h = h[inside] * self._PRIME + self.ids[positions + n - 1] + np.uint64(1)
-        else:
-            positions, h = np.arange(count), self.hashes(n)
+        """The positions looked at, their n-grams' codes and each code's count. Codes number the distinct
+        n-grams in the order they first occur (``pandas.factorize``: one hash-table pass, where ``np.unique``
+        sorts)."""
+        positions, h = self._hashed(n)
         codes = pd.factorize(h)[0] if len(h) else np.zeros(0, np.intp)
         counts = np.bincount(codes)
         shared = counts[codes] > 1
         self._shared[n] = positions[shared], h[shared]
         return positions, codes, counts
 
-    def top_chars(self, n: int) -> tuple[int, int]:
-        """The most frequent repeated n-gram's count and characters (0, 0 when none repeats); ties go to the one
-        seen first, as in Counter."""
-        positions, codes, counts = self._counted(n)
-        if not len(counts) or counts.max() < 2:
-            return 0, 0
-        top = int(counts.argmax())  # the first of the most frequent: codes follow first occurrence
-        return int(counts[top]), int(self.chars(n)[positions[np.argmax(codes == top)]])
+    def chars(self, n: int, positions: np.ndarray) -> np.ndarray:
+        return self.ends[positions + n] - self.ends[positions] + (n - 1)
 
-    def over_duplicate_chars(self, n: int, limit: float) -> bool:
-        """Whether the characters in n-grams seen before (skipping past each repeat, as datatrove's
-        ``find_all_duplicate``) exceed ``limit``. The sum over every repeated position bounds them from above,
-        so most documents are decided without the sequential scan, and the scan stops once past the limit."""
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per document: the most frequent repeated n-gram's count and characters (0, 0 when none repeats); ties
+        go to the one seen first, as in Counter."""
+        counts_out, chars_out = np.zeros(self.documents, np.int64), np.zeros(self.documents, np.int64)
+        positions, codes, counts = self._counted(n)
+        repeated = counts[codes] > 1
+        positions, count = positions[repeated], counts[codes[repeated]]
+        if not len(positions):
+            return counts_out, chars_out
+        doc = self.doc[positions]
+        np.maximum.at(counts_out, doc, count)
+        # the first position holding its document's top count: the first of the most frequent n-grams, since
+        # positions are in order
+        best = np.flatnonzero(count == counts_out[doc])
+        first = best[np.unique(doc[best], return_index=True)[1]]
+        chars_out[doc[first]] = self.chars(n, positions[first])
+        return counts_out, chars_out
+
+    def duplicate_chars_over(self, n: int, limits: np.ndarray, looking: np.ndarray) -> np.ndarray:
+        """Per document (of those ``looking``): whether the characters in n-grams seen before (skipping past each
+        repeat, as datatrove's ``find_all_duplicate``) exceed its limit. The sum over every repeated position
+        bounds them from above, so most documents are decided without the sequential scan, and the scan stops
+        once past the limit."""
+        over = np.zeros(self.documents, bool)
         positions, codes, counts = self._counted(n)
         if not len(codes):
-            return False
+            return over
         newest = np.maximum.accumulate(codes)  # grows exactly where an n-gram occurs for the first time
         repeat = np.concatenate(([False], newest[1:] == newest[:-1]))
-        chars = self.chars(n)[positions]
-        if chars[repeat].sum() <= limit:
-            return False
-        local = np.flatnonzero(counts[codes] > 1)  # only n-grams that occur twice can ever be "seen"
-        return (
-            _scan(positions[local].tolist(), codes[local].tolist(), chars[local].tolist(), n, limit) > limit
-        )
+        chars = self.chars(n, positions)
+        doc = self.doc[positions]
+        bound = np.bincount(doc[repeat], weights=chars[repeat], minlength=self.documents)
+        suspects = np.flatnonzero(looking & (bound > limits))
+        if not len(suspects):
+            return over
+        shared = np.flatnonzero(counts[codes] > 1)  # only n-grams that occur twice can ever be "seen"
+        bounds = np.searchsorted(doc[shared], np.stack([suspects, suspects + 1]))
+        for d, lo, hi in zip(suspects.tolist(), bounds[0].tolist(), bounds[1].tolist(), strict=True):
+            local = shared[lo:hi]
+            seen = _scan(
+                positions[local].tolist(), codes[local].tolist(), chars[local].tolist(), n, limits[d]
+            )
+            over[d] = seen > limits[d]
+        return over
 
 
 def _scan(positions: list[int], keys: list[int], lengths: list[int], n: int, limit: float) -> int:
@@ -202,8 +217,8 @@ def _ngram_chars(gram: tuple[str, ...]) -> int:
 
 
 class _TupleGrams:
-    """:class:`_Grams`' questions over tuples of strings and a Counter: the reference, and faster than numpy on
-    texts under ``_HASHED_FROM`` tokens."""
+    """:class:`_Grams`' questions for one document over tuples of strings and a Counter: the reference the tests
+    hold the hashed n-grams to."""
 
     def __init__(self, tokens: list[str]):
         self.tokens = tokens
@@ -250,9 +265,17 @@ class _Family(Filter):
     def check(self, doc: Document) -> bool | str:
         raise NotImplementedError
 
-    def filter(self, doc: Document) -> bool | str:
-        verdict = self.check(doc)
+    def check_batch(self, docs: list[Document]) -> list[bool | str]:
+        return [self.check(doc) for doc in docs]
+
+    def named(self, verdict: bool | str) -> bool | str:
         return True if verdict is True else f"{self.rule}:{verdict}"
+
+    def filter(self, doc: Document) -> bool | str:
+        return self.named(self.check(doc))
+
+    def process_batch(self, docs: list[Document], stats: Counter) -> list[str | None]:
+        return [self.reason(self.named(verdict)) for verdict in self.check_batch(docs)]
 
 
 class GopherRepetitionFilter(_Family):
@@ -285,9 +308,9 @@ class GopherRepetitionFilter(_Family):
         self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
 
     def check(self, doc: Document) -> bool | str:
-        text = doc.text
-        if not text.strip():
-            return True  # nothing repeats; an empty document is gopher_quality's business
+        return self.check_batch([doc])[0]
+
+    def _repeated_units(self, text: str) -> bool | str:
         size = len(text)
         for unit, units, frac, char_frac in (
             ("para", _PARAGRAPH_BREAK.split(text.strip()), self.dup_para_frac, self.dup_para_char_frac),
@@ -298,17 +321,35 @@ class GopherRepetitionFilter(_Family):
                 return f"dup_{unit}s"
             if _over(repeated_chars / size, char_frac):
                 return f"dup_{unit}_chars"
-        tokens = _TOKEN.findall(text)
-        # numpy's per-call cost outweighs the tuples' on short texts
-        grams = _Grams(tokens) if len(tokens) >= _HASHED_FROM else _TupleGrams(tokens)
-        for n, frac in self.top_n_grams:
-            count, chars = grams.top_chars(n)
-            if count > 1 and chars * count / size > frac:
-                return f"top_{n}_gram"
-        for n, frac in self.dup_n_grams:
-            if grams.over_duplicate_chars(n, frac * size):
-                return f"dup_{n}_grams"
         return True
+
+    def check_batch(self, docs: list[Document]) -> list[bool | str]:
+        """The paragraph and line rules per document, then the n-gram rules over the batch's remaining documents
+        at once (:class:`_Grams`), in the rules' order: a document's verdict is the first rule it fails."""
+        verdicts: list[bool | str] = []
+        waiting = []
+        for i, doc in enumerate(docs):
+            # nothing repeats in an empty document; that is gopher_quality's business
+            verdicts.append(self._repeated_units(doc.text) if doc.text.strip() else True)
+            if doc.text.strip() and verdicts[i] is True:
+                waiting.append(i)
+        if not waiting or not (self.top_n_grams or self.dup_n_grams):
+            return verdicts
+        texts = [docs[i].text for i in waiting]
+        grams = _Grams([_TOKEN.findall(text) for text in texts])
+        sizes = np.fromiter(map(len, texts), np.int64, len(texts))
+        open_ = np.ones(len(texts), bool)  # no rule has failed yet
+        failed = np.full(len(texts), "", object)
+        for n, frac in self.top_n_grams:
+            count, chars = grams.top(n)
+            fails = open_ & (count > 1) & (chars * count / sizes > frac)
+            failed[fails], open_ = f"top_{n}_gram", open_ & ~fails
+        for n, frac in self.dup_n_grams:
+            fails = grams.duplicate_chars_over(n, frac * sizes, open_)
+            failed[fails], open_ = f"dup_{n}_grams", open_ & ~fails
+        for i, verdict in zip(waiting, failed.tolist(), strict=True):
+            verdicts[i] = verdict or True
+        return verdicts
 
 
 class GopherQualityFilter(_Family):

@@ -6,6 +6,9 @@ of rules, name both: ``quality:fineweb:short_lines``). A :class:`Filter` is a
 step that only decides: its ``filter(doc)`` returns ``True`` to keep the document or the rule's name to drop it.
 :func:`run_steps` does the plumbing once: it applies the steps in order and counts, per stage, the documents
 that went in, out and aside by reason, plus any extra counters a step adds (PII counts per type, languages).
+It runs a batch one step at a time (each step sees every document still in), so a step whose work is cheaper over
+many documents at once (the Gopher n-gram rules: one numpy pass for a batch, not one per document) overrides
+:meth:`Step.process_batch`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Step:
     def process(self, doc: Document, stats: Counter) -> str | None:
         raise NotImplementedError
 
+    def process_batch(self, docs: list[Document], stats: Counter) -> list[str | None]:
+        """``process`` of each document, in order."""
+        return [self.process(doc, stats) for doc in docs]
+
 
 class Filter(Step):
     """A step that keeps or drops without rewriting; ``filter`` returns True or the failing rule's name."""
@@ -47,11 +54,12 @@ class Filter(Step):
     def filter(self, doc: Document) -> bool | str:
         raise NotImplementedError
 
+    def reason(self, verdict: bool | str) -> str | None:
+        """A ``filter`` verdict as ``process`` returns it: None to keep, else ``<stage>:<rule>``."""
+        return None if verdict is True else f"{self.stage}:{verdict or 'rejected'}"
+
     def process(self, doc: Document, stats: Counter) -> str | None:
-        verdict = self.filter(doc)
-        if verdict is True:
-            return None
-        return f"{self.stage}:{verdict or 'rejected'}"
+        return self.reason(self.filter(doc))
 
 
 class Forgotten(Filter):
@@ -70,7 +78,8 @@ class Forgotten(Filter):
 def run_steps(
     docs: Iterable[Document], steps: list[Step], stats: dict[str, Counter], drops: list[Drop]
 ) -> Iterator[Document]:
-    """Apply the steps in order; yield the documents that pass, append the rest to ``drops``.
+    """Apply the steps in order; yield the documents that pass, append the rest to ``drops`` (both in the order
+    the documents came).
 
     ``stats[stage]`` gets ``in``, ``out``, ``dropped:<reason>`` and whatever the step itself counts. Consecutive
     steps of one stage (the quality filters) count as one stage: a document goes in once and out once.
@@ -78,17 +87,24 @@ def run_steps(
     stages = [step.stage for step in steps]
     first = [i == 0 or stages[i - 1] != stage for i, stage in enumerate(stages)]
     last = [i == len(stages) - 1 or stages[i + 1] != stage for i, stage in enumerate(stages)]
-    for doc in docs:
-        for i, step in enumerate(steps):
-            counter = stats.setdefault(step.stage, Counter())
-            if first[i]:
-                counter["in"] += 1
-            reason = step.process(doc, counter)
-            if reason is not None:
+    live = list(enumerate(docs))
+    dropped: list[tuple[int, Drop]] = []
+    for i, step in enumerate(steps):
+        if not live:
+            break
+        counter = stats.setdefault(step.stage, Counter())
+        if first[i]:
+            counter["in"] += len(live)
+        reasons = step.process_batch([doc for _, doc in live], counter)
+        kept = []
+        for (position, doc), reason in zip(live, reasons, strict=True):
+            if reason is None:
+                kept.append((position, doc))
+            else:
                 counter[f"dropped:{reason}"] += 1
-                drops.append(Drop(doc.doc_id, doc.source, step.stage, reason))
-                break
-            if last[i]:
-                counter["out"] += 1
-        else:
-            yield doc
+                dropped.append((position, Drop(doc.doc_id, doc.source, step.stage, reason)))
+        if last[i] and kept:
+            counter["out"] += len(kept)
+        live = kept
+    drops.extend(drop for _, drop in sorted(dropped, key=lambda pair: pair[0]))
+    return iter([doc for _, doc in live])

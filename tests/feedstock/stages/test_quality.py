@@ -267,14 +267,18 @@ def test_run_steps_counts_drops_per_rule():
 
 
 def test_hashed_ngram_rules_agree_with_the_tuple_reference():
-    """The numpy n-gram hashes decide exactly as the plain-Python rules (tuples of strings, Counter) on texts
-    with every kind of repetition: ties between top n-grams, overlapping and skipped repeats."""
+    """The batch's numpy n-gram hashes decide exactly as the plain-Python rules (tuples of strings, Counter) on
+    each of its texts, with every kind of repetition: ties between top n-grams, overlapping and skipped repeats,
+    texts shorter than n, and the same n-grams in neighbouring documents (which must not count for each other)."""
     import random
+
+    import numpy as np
 
     from feedstock.stages.quality import _TOKEN, _Grams, _TupleGrams
 
     rng = random.Random(5)
     vocabulary = ["a", "bb", "ccc", "the", "pipe", "sync", "x", "Relay", "--", "3.14", "don't"]
+    documents = []
     for _ in range(400):
         words = [
             rng.choice(vocabulary[: rng.randint(2, len(vocabulary))]) for _ in range(rng.randint(0, 120))
@@ -282,11 +286,27 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
         if words and rng.random() < 0.5:  # a repeated block, as in templated pages
             start = rng.randrange(len(words))
             words += words[start : start + rng.randint(1, 15)] * rng.randint(1, 4)
-        tokens = _TOKEN.findall(" ".join(words))
-        grams, reference = _Grams(tokens), _TupleGrams(tokens)
-        for n in (2, 3, 4):
-            assert grams.top_chars(n) == reference.top_chars(n)
-        for n in range(5, 11):
-            exact = reference.duplicate_chars(n)
-            for limit in (0, max(exact - 1, 0), exact, exact + 1, 10**9):  # limits are frac * size >= 0
-                assert grams.over_duplicate_chars(n, limit) == (exact > limit), (n, limit, exact)
+        documents.append(_TOKEN.findall(" ".join(words)))
+        if rng.random() < 0.1:
+            documents.append(list(documents[-1]))  # the same text again, next to it
+    references = [_TupleGrams(tokens) for tokens in documents]
+    grams = _Grams(documents)
+    for n in (2, 3, 4):
+        counts, chars = grams.top(n)
+        assert list(zip(counts.tolist(), chars.tolist(), strict=True)) == [r.top_chars(n) for r in references]
+    everyone = np.ones(len(documents), bool)
+    for n in range(5, 11):
+        exact = np.array([r.duplicate_chars(n) for r in references])
+        for limits in (0 * exact, np.maximum(exact - 1, 0), exact, exact + 1, exact + 10**9):
+            over = grams.duplicate_chars_over(n, limits.astype(float), everyone)
+            assert over.tolist() == (exact > limits).tolist(), n
+        some = np.arange(len(documents)) % 3 == 0  # documents already decided are not looked at
+        assert not grams.duplicate_chars_over(n, np.zeros(len(documents)), some)[~some].any()
+
+
+def test_repetition_batch_decides_as_one_document_at_a_time():
+    """The filter's batch verdicts are those of each document alone."""
+    texts = [GOOD, "", "word " * 300, (GOOD + "\n\n") * 3, "one two three four five six " * 20, GOOD[:200]]
+    step = GopherRepetitionFilter()
+    docs = [doc(text) for text in texts]
+    assert step.check_batch(docs) == [step.check(d) for d in docs]
