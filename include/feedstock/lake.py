@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -433,6 +434,21 @@ class Lake:
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
             yield writer
+
+    @contextmanager
+    def local_files(self, uris: list[str]) -> Iterator[list[str]]:
+        """Local paths of the files, for a reader that only opens local files (DuckDB's ``read_parquet`` has no
+        object store here: its httpfs extension cannot be installed offline). On a local lake, the files
+        themselves; else copies in a temporary folder, removed on exit."""
+        fs, _ = filesystem(uris[0] if uris else self.root, self.s3)
+        if isinstance(fs, LocalFileSystem):
+            yield [filesystem(uri, self.s3)[1] for uri in uris]
+            return
+        with tempfile.TemporaryDirectory(prefix="feedstock-local-") as folder:
+            paths = [os.path.join(folder, f"{i:05d}.parquet") for i in range(len(uris))]
+            for uri, path in zip(uris, paths, strict=True):
+                fs.get_file(filesystem(uri, self.s3)[1], path)
+            yield paths
 
     def read_staged(self, uri: str, pattern: str = "*.parquet", schema: pa.Schema | None = None) -> pa.Table:
         if not self.staged_files(uri, pattern):

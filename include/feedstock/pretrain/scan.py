@@ -64,17 +64,17 @@ def scan_shard(config: Config, lake: Lake, shard_dict: dict[str, Any]) -> dict[s
 
 
 def boilerplate(config: Config, lake: Lake, run_key: str, scans: list[dict[str, Any]]) -> dict[str, int]:
-    """The lines that occur in at least ``boilerplate_min_docs`` documents of a source, over all its shards."""
+    """The lines that occur in at least ``boilerplate_min_docs`` documents of a source, over all its shards,
+    streamed from DuckDB into the run's ``boilerplate.parquet``; returns how many each source has."""
     min_docs, _ = _boilerplate_options(config)
-    files = [s["lines"] for s in scans if s.get("lines") and lake.exists(s["lines"])]
-    if not min_docs or not files:
-        found = lines.LINES_SCHEMA.empty_table().select(["source", "line"])
-    else:
-        found = lines.frequent(
-            lake.parquet_dataset(files, lines.LINES_SCHEMA).scanner().to_reader(), min_docs
-        )
-    lake.write_parquet(posixpath.join(run_dir(lake, run_key), "boilerplate.parquet"), found)
-    counts = Counter(found["source"].to_pylist())
+    files = [s["lines"] for s in scans if s.get("lines") and lake.exists(s["lines"])] if min_docs else []
+    counts: Counter = Counter()
+    uri = posixpath.join(run_dir(lake, run_key), "boilerplate.parquet")
+    with lake.local_files(files) as local, lake.parquet_writer(uri, lines.FOUND_SCHEMA) as out:
+        for batch in lines.frequent(local, min_docs):
+            out.write_batch(batch)
+            for row in batch.column("source").value_counts().to_pylist():
+                counts[row["values"]] += row["counts"]
     return dict(counts)
 
 
@@ -82,4 +82,4 @@ def _boilerplate_for(lake: Lake, run_key: str) -> dict[str, set[int]]:
     uri = posixpath.join(run_dir(lake, run_key), "boilerplate.parquet")
     if not lake.exists(uri):
         return {}
-    return lines.by_source(lake.read_parquet(uri))
+    return lines.by_source(lake.read_parquet(uri).to_batches())

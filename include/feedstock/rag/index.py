@@ -284,9 +284,9 @@ def _boilerplate(con, lake: Lake, stage: str, rag: Rag) -> tuple[dict[str, set[i
             pairs = zip(sources, batch.column(1).to_pylist(), strict=True)
             if (counts := lines.count_batch(pairs, spec.min_chars, headings=False)) is not None:
                 out.write_table(counts)
-    reader = lake.parquet_dataset([uri], lines.LINES_SCHEMA).scanner().to_reader()
-    found = lines.frequent(reader, spec.min_docs, spec.min_share, documents)
-    return lines.by_source(found), found.num_rows
+    with lake.local_files([uri]) as local:
+        found = lines.by_source(lines.frequent(local, spec.min_docs, spec.min_share, documents))
+    return found, sum(map(len, found.values()))
 
 
 def _with_vectors(lake: Lake, chunks: pa.Table) -> pa.Table:
