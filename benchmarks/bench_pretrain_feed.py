@@ -169,6 +169,7 @@ def bench_end_to_end() -> dict:
         from feedstock.pretrain.feed import RELEASE
 
         stats = Lake(str(home / "lake")).last_commit(RELEASE)["stats"]
+        tasks = _task_seconds(home / "airflow" / "airflow.db")
     return {
         "corpus_gb": round(size / 1024**3, 2),
         "seconds": round(seconds),
@@ -179,7 +180,21 @@ def bench_end_to_end() -> dict:
         "exact_duplicate_rate": stats["exact_duplicate_rate"],
         "fuzzy_duplicate_rate": stats["fuzzy_duplicate_rate"],
         "drops_by_stage": stats["drops_by_stage"],
+        "task_seconds": tasks,
     }
+
+
+def _task_seconds(database: Path) -> dict[str, float]:
+    """Seconds per task of the pretraining run (mapped tasks summed), from Airflow's metadata database, largest
+    first: where the end-to-end time goes."""
+    import sqlite3
+
+    with sqlite3.connect(database) as con:
+        rows = con.execute(
+            "select task_id, sum(duration) from task_instance where dag_id = 'pretrain_feed' "
+            "group by task_id order by 2 desc"
+        ).fetchall()
+    return {task: round(seconds or 0.0, 1) for task, seconds in rows}
 
 
 def run() -> dict:

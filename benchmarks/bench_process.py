@@ -16,6 +16,7 @@ same decision (kept, or dropped at the same stage for the same reason). Best of 
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -34,9 +35,11 @@ def reference():
 
     from feedstock.stages import boilerplate, normalize, quality
 
+    every_run = re.compile(f"{normalize._SPACE_CHARS}+")
+
     def tidy_line_by_line(text: str) -> str:
         text = normalize._CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-        lines = [normalize._SPACES.sub(" ", line).strip() for line in text.split("\n")]
+        lines = [every_run.sub(" ", line).strip() for line in text.split("\n")]
         return boilerplate.BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
     def tuple_repetition(self, docs: list[Document]) -> list[bool | str]:

@@ -23,7 +23,10 @@ from feedstock.stages import boilerplate as lines
 from feedstock.stages.steps import Document, Step
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_SPACE_CHARS = r"[ \t\u00a0\u2000-\u200a\u3000]"
+# A run of spaces, as one plain space. Only runs that change are matched: a lone plain space is most of a text's
+# spaces, and replacing each with itself was most of the tidy step.
+_SPACES = re.compile(rf"[\t\u00a0\u2000-\u200a\u3000]{_SPACE_CHARS}*| {_SPACE_CHARS}+")
 
 
 def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import secrets
 from collections import Counter
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -87,30 +87,85 @@ def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
+def _char_class(char: str) -> int:
+    if _WORD_CHAR.match(char):
+        return _WORDS
+    if _SPACE_CHAR.match(char):
+        return _SPACES
+    return _JOINER if char in _JOINERS else _OTHER
+
+
+_WORD_CHAR, _SPACE_CHAR, _JOINERS = re.compile(r"\w"), re.compile(r"\s"), "'’.-"
+_SPACES, _WORDS, _OTHER, _JOINER = 0, 1, 2, 3
+_ASCII_CLASS = np.array([_char_class(chr(code)) for code in range(128)], np.int8)
+_LONG_TOKEN = 64  # characters; longer tokens (rare) are hashed by Python
+# Salted per process, as str's own hash is, so that no text can be built to make two tokens collide.
+_TOKEN_BASE = np.uint64(secrets.randbits(64) | 1)
+with np.errstate(over="ignore"):
+    _TOKEN_POWERS = np.cumprod(np.full(_LONG_TOKEN + 1, _TOKEN_BASE, np.uint64))
+
+
+def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_TOKEN.findall`` over a batch of texts, vectorized: each token's document, start and end (characters
+    of the texts joined by newlines) and a 64-bit hash of its characters.
+
+    The regex, restated over character classes: a token is a run of word characters, a joiner (``'’.-``)
+    between two word characters included, or a run of other non-space characters. Each distinct character is
+    classed by the regex's own ``\\w`` and ``\\s``. A token's hash is the sum of its characters' code points times
+    a salted base to the power of their place in it; a token over ``_LONG_TOKEN`` characters gets str's hash.
+    Measured on the end-to-end corpus: half the time of ``findall`` plus ``hash`` and ``len`` per token.
+    """
+    joined = "\n".join(texts)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
+    classes = _ASCII_CLASS[np.minimum(codes, 127)]
+    wide = np.flatnonzero(codes >= 128)
+    if len(wide):
+        unique, inverse = np.unique(codes[wide], return_inverse=True)
+        classes[wide] = np.array([_char_class(chr(code)) for code in unique.tolist()], np.int8)[inverse]
+    kind = np.where(classes == _JOINER, _OTHER, classes)
+    glued = (classes[1:-1] == _JOINER) & (classes[:-2] == _WORDS) & (classes[2:] == _WORDS)
+    kind[1:-1][glued] = _WORDS
+    runs = np.flatnonzero(np.diff(kind, prepend=np.int8(-1)))  # where each run of one kind starts
+    run_start = np.zeros(len(kind), np.int64)
+    run_start[runs] = runs
+    place = np.arange(len(kind)) - np.maximum.accumulate(run_start)  # each character's place in its run
+    with np.errstate(over="ignore"):
+        terms = (codes.astype(np.uint64) + np.uint64(1)) * _TOKEN_POWERS[np.minimum(place, _LONG_TOKEN)]
+        prefix = np.concatenate(([np.uint64(0)], np.cumsum(terms, dtype=np.uint64)))
+    ends = np.append(runs[1:], len(kind))
+    token = kind[runs] != _SPACES
+    starts, ends = runs[token], ends[token]
+    hashes = prefix[ends] - prefix[starts]
+    long = np.flatnonzero(ends - starts > _LONG_TOKEN)
+    if len(long):
+        spans = zip(starts[long].tolist(), ends[long].tolist(), strict=True)
+        hashes[long] = np.fromiter((hash(joined[a:b]) for a, b in spans), np.int64, len(long)).view(np.uint64)
+    text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1)
+    return np.searchsorted(text_ends, starts, side="right"), starts, ends, hashes
+
+
 class _Grams:
-    """The word n-grams of a batch of documents as 64-bit hashes, for every n, from one pass over their tokens.
+    """The word n-grams of a batch of documents as 64-bit hashes, for every n, from one pass over their text.
 
     Gopher's n-gram rules look at up to nine n-gram sizes; building tuples of strings for each, or a few numpy
-    calls per size and document, was most of the quality stage's time. Here the batch's tokens are laid end to
-    end and each becomes a 64-bit integer once (str's own hash: cached on the string, salted per process, only
-    compared within this batch). An n-gram is a polynomial hash of n of them (numpy, wrapping uint64), with its
-    document mixed into its first token, so n-grams of different documents never meet; a collision would need
-    two different n-grams of one document to agree on 64 bits. An n-gram's characters (the tokens joined by
-    single spaces) come from cumulative token lengths. Every rule then runs for the whole batch at once, per
-    n-gram size, and answers per document.
+    calls per size and document, was most of the quality stage's time. Here the batch's tokens
+    (:func:`_tokenize`) are laid end to end, each a 64-bit hash. An n-gram is a polynomial hash of n of them
+    (numpy, wrapping uint64), with its document mixed into its first token, so n-grams of different documents
+    never meet; a collision would need two different n-grams of one document to agree on 64 bits. An n-gram's
+    characters (the tokens joined by single spaces) come from cumulative token lengths. Every rule then runs for
+    the whole batch at once, per n-gram size, and answers per document.
     """
 
     _PRIME = np.uint64(1_000_003)
     _DOCUMENT = np.uint64(0x9E3779B97F4A7C15)  # odd: document i shifts its first tokens' hashes by i times it
 
-    def __init__(self, documents: list[list[str]]):
-        tokens = list(chain.from_iterable(documents))
-        lengths = np.fromiter(map(len, documents), np.int64, len(documents))
-        self.documents = len(documents)
-        self.ids = np.fromiter(map(hash, tokens), np.int64, len(tokens)).view(np.uint64)
-        self.ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))))
-        self.doc = np.repeat(np.arange(len(documents)), lengths)  # the document of each token
-        self.stop = np.repeat(np.cumsum(lengths), lengths)  # where that document's tokens end
+    def __init__(self, texts: list[str]):
+        self.doc, starts, ends, self.ids = _tokenize(texts)
+        self.documents = len(texts)
+        self.ends = np.concatenate(([0], np.cumsum(ends - starts)))
+        self.stop = np.cumsum(np.bincount(self.doc, minlength=len(texts)))[
+            self.doc
+        ]  # where its document ends
         with np.errstate(over="ignore"):
             self._first = self.ids + self.doc.astype(np.uint64) * self._DOCUMENT
         # n -> the positions whose n-gram occurs more than once, and those n-grams' hashes
@@ -336,7 +391,7 @@ class GopherRepetitionFilter(_Family):
         if not waiting or not (self.top_n_grams or self.dup_n_grams):
             return verdicts
         texts = [docs[i].text for i in waiting]
-        grams = _Grams([_TOKEN.findall(text) for text in texts])
+        grams = _Grams(texts)
         sizes = np.fromiter(map(len, texts), np.int64, len(texts))
         open_ = np.ones(len(texts), bool)  # no rule has failed yet
         failed = np.full(len(texts), "", object)

@@ -150,14 +150,18 @@ def test_fix_text_is_ftfy_line_for_line():
 
 
 def test_tidy_in_one_pass_is_the_line_by_line_rule():
+    """One regex pass that only matches the space runs it changes, against every run replaced line by line."""
     import random
+    import re
 
     from feedstock.stages.boilerplate import BLANK_RUNS
-    from feedstock.stages.normalize import _CONTROL, _SPACES, _tidy
+    from feedstock.stages.normalize import _CONTROL, _SPACE_CHARS, _tidy
+
+    every_run = re.compile(f"{_SPACE_CHARS}+")
 
     def line_by_line(text: str) -> str:
         text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-        lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+        lines = [every_run.sub(" ", line).strip() for line in text.split("\n")]
         return BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
     rng = random.Random(3)

@@ -286,10 +286,10 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
         if words and rng.random() < 0.5:  # a repeated block, as in templated pages
             start = rng.randrange(len(words))
             words += words[start : start + rng.randint(1, 15)] * rng.randint(1, 4)
-        documents.append(_TOKEN.findall(" ".join(words)))
+        documents.append(" ".join(words))
         if rng.random() < 0.1:
-            documents.append(list(documents[-1]))  # the same text again, next to it
-    references = [_TupleGrams(tokens) for tokens in documents]
+            documents.append(documents[-1])  # the same text again, next to it
+    references = [_TupleGrams(_TOKEN.findall(text)) for text in documents]
     grams = _Grams(documents)
     for n in (2, 3, 4):
         counts, chars = grams.top(n)
@@ -302,6 +302,41 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
             assert over.tolist() == (exact > limits).tolist(), n
         some = np.arange(len(documents)) % 3 == 0  # documents already decided are not looked at
         assert not grams.duplicate_chars_over(n, np.zeros(len(documents)), some)[~some].any()
+
+
+def test_the_vectorized_tokens_are_the_regexs_tokens():
+    """_tokenize restates _TOKEN over character classes: the same tokens, on texts made of the characters that
+    decide it (joiners next to words and to each other, Unicode letters, digits and spaces, control characters,
+    a lone surrogate), and equal tokens hash equal, different ones differently."""
+    import random
+
+    from feedstock.stages.quality import _LONG_TOKEN, _TOKEN, _tokenize
+
+    rng = random.Random(1)
+    alphabet = list("ab_9 .'-’\n\t!?é,") + [
+        "\u00a0",
+        "\u2003",
+        "日",
+        "٣",
+        "\x1c",
+        "\x00",
+        "\ud800",
+        "a.b",
+        "x'y",
+    ]
+    alphabet.append("w" * (_LONG_TOKEN + 1))
+    for _ in range(2000):
+        texts = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(rng.randint(1, 4))
+        ]
+        doc, starts, ends, hashes = _tokenize(texts)
+        joined = "\n".join(texts)
+        tokens = [joined[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        assert tokens == [token for text in texts for token in _TOKEN.findall(text)]
+        assert doc.tolist() == [i for i, text in enumerate(texts) for _ in _TOKEN.findall(text)]
+        by_token = dict(zip(tokens, hashes.tolist(), strict=True))
+        assert [by_token[token] for token in tokens] == hashes.tolist()
+        assert len(set(by_token.values())) == len(by_token)
 
 
 def test_repetition_batch_decides_as_one_document_at_a_time():
