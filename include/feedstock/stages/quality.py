@@ -40,6 +40,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,7 @@ def _char_class(char: str) -> int:
 _WORD_CHAR, _SPACE_CHAR, _JOINERS = re.compile(r"\w"), re.compile(r"\s"), "'’.-"
 _SPACES, _WORDS, _OTHER, _JOINER = 0, 1, 2, 3
 _ASCII_CLASS = np.array([_char_class(chr(code)) for code in range(128)], np.int8)
+_ASCII_LETTER = np.array([bool(_LETTER.match(chr(code))) for code in range(128)])
 _LONG_TOKEN = 64  # characters; longer tokens (rare) are hashed by Python
 # Salted per process, as str's own hash is, so that no text can be built to make two tokens collide.
 _TOKEN_BASE = np.uint64(secrets.randbits(64) | 1)
@@ -105,9 +107,29 @@ with np.errstate(over="ignore"):
     _TOKEN_POWERS = np.cumprod(np.full(_LONG_TOKEN + 1, _TOKEN_BASE, np.uint64))
 
 
-def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``_TOKEN.findall`` over a batch of texts, vectorized: each token's document, start and end (characters
-    of the texts joined by newlines) and a 64-bit hash of its characters.
+class _Tokens(NamedTuple):
+    """A batch's tokens, in order: each one's document, start and end (characters of the texts joined by
+    newlines), 64-bit hash, whether it is a word (``_WORD``, not a punctuation run) and whether it holds a
+    letter."""
+
+    doc: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    hashes: np.ndarray
+    words: np.ndarray
+    letters: np.ndarray
+
+    def subset(self, picks: list[int], documents: int) -> _Tokens:
+        """The tokens of documents ``picks`` (of ``documents``, in that order), numbered 0.. as listed."""
+        bounds = np.searchsorted(self.doc, np.arange(documents + 1))
+        first, counts = bounds[picks], bounds[np.asarray(picks, np.int64) + 1] - bounds[picks]
+        at = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        doc = np.repeat(np.arange(len(picks)), counts)
+        return _Tokens(doc, *(column[at] for column in self[1:]))
+
+
+def _tokenize(texts: list[str]) -> _Tokens:
+    """``_TOKEN.findall`` over a batch of texts, vectorized (:class:`_Tokens`).
 
     The regex, restated over character classes: a token is a run of word characters, a joiner (``'’.-``)
     between two word characters included, or a run of other non-space characters. Each distinct character is
@@ -117,11 +139,14 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     """
     joined = "\n".join(texts)
     codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
-    classes = _ASCII_CLASS[np.minimum(codes, 127)]
+    ascii_codes = np.minimum(codes, 127)
+    classes, letter = _ASCII_CLASS[ascii_codes], _ASCII_LETTER[ascii_codes]
     wide = np.flatnonzero(codes >= 128)
     if len(wide):
         unique, inverse = np.unique(codes[wide], return_inverse=True)
-        classes[wide] = np.array([_char_class(chr(code)) for code in unique.tolist()], np.int8)[inverse]
+        chars = [chr(code) for code in unique.tolist()]
+        classes[wide] = np.array([_char_class(char) for char in chars], np.int8)[inverse]
+        letter[wide] = np.array([bool(_LETTER.match(char)) for char in chars])[inverse]
     kind = np.where(classes == _JOINER, _OTHER, classes)
     glued = (classes[1:-1] == _JOINER) & (classes[:-2] == _WORDS) & (classes[2:] == _WORDS)
     kind[1:-1][glued] = _WORDS
@@ -132,6 +157,7 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     with np.errstate(over="ignore"):
         terms = (codes.astype(np.uint64) + np.uint64(1)) * _TOKEN_POWERS[np.minimum(place, _LONG_TOKEN)]
         prefix = np.concatenate(([np.uint64(0)], np.cumsum(terms, dtype=np.uint64)))
+    letters = np.concatenate(([0], np.cumsum(letter)))
     ends = np.append(runs[1:], len(kind))
     token = kind[runs] != _SPACES
     starts, ends = runs[token], ends[token]
@@ -141,7 +167,32 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         spans = zip(starts[long].tolist(), ends[long].tolist(), strict=True)
         hashes[long] = np.fromiter((hash(joined[a:b]) for a, b in spans), np.int64, len(long)).view(np.uint64)
     text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1)
-    return np.searchsorted(text_ends, starts, side="right"), starts, ends, hashes
+    doc = np.searchsorted(text_ends, starts, side="right")
+    return _Tokens(doc, starts, ends, hashes, kind[starts] == _WORDS, letters[ends] > letters[starts])
+
+
+class _TokenCache:
+    """The tokens of the last batch, for the next filter over the same texts: the repetition filter tokenizes a
+    batch, and Gopher's quality filter, which sees the documents it kept, takes theirs from here. Texts are
+    matched by identity (they are held, so an identity is not reused); any text not in the last batch means a
+    new batch."""
+
+    def __init__(self):
+        self._texts: list[str] = []
+        self._index: dict[int, int] = {}
+        self._tokens: _Tokens | None = None
+
+    def of(self, texts: list[str]) -> _Tokens:
+        picks = [self._index.get(id(text)) for text in texts]
+        if self._tokens is not None and None not in picks:
+            return (
+                self._tokens
+                if picks == list(range(len(self._texts)))
+                else self._tokens.subset(picks, len(self._texts))
+            )
+        self._texts, self._index = list(texts), {id(text): i for i, text in enumerate(texts)}
+        self._tokens = _tokenize(self._texts)
+        return self._tokens
 
 
 class _Grams:
@@ -159,13 +210,11 @@ class _Grams:
     _PRIME = np.uint64(1_000_003)
     _DOCUMENT = np.uint64(0x9E3779B97F4A7C15)  # odd: document i shifts its first tokens' hashes by i times it
 
-    def __init__(self, texts: list[str]):
-        self.doc, starts, ends, self.ids = _tokenize(texts)
-        self.documents = len(texts)
-        self.ends = np.concatenate(([0], np.cumsum(ends - starts)))
-        self.stop = np.cumsum(np.bincount(self.doc, minlength=len(texts)))[
-            self.doc
-        ]  # where its document ends
+    def __init__(self, tokens: _Tokens, documents: int):
+        self.doc, self.ids, self.documents = tokens.doc, tokens.hashes, documents
+        self.ends = np.concatenate(([0], np.cumsum(tokens.ends - tokens.starts)))
+        # where each token's document ends
+        self.stop = np.cumsum(np.bincount(self.doc, minlength=documents))[self.doc]
         with np.errstate(over="ignore"):
             self._first = self.ids + self.doc.astype(np.uint64) * self._DOCUMENT
         # n -> the positions whose n-gram occurs more than once, and those n-grams' hashes
@@ -361,6 +410,7 @@ class GopherRepetitionFilter(_Family):
         self.dup_para_char_frac = dup_para_char_frac
         self.top_n_grams = tuple((int(n), float(frac)) for n, frac in top_n_grams or ())
         self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
+        self.tokens = _TokenCache()  # build_filters shares one with GopherQualityFilter
 
     def check(self, doc: Document) -> bool | str:
         return self.check_batch([doc])[0]
@@ -391,7 +441,7 @@ class GopherRepetitionFilter(_Family):
         if not waiting or not (self.top_n_grams or self.dup_n_grams):
             return verdicts
         texts = [docs[i].text for i in waiting]
-        grams = _Grams(texts)
+        grams = _Grams(self.tokens.of(texts), len(texts))
         sizes = np.fromiter(map(len, texts), np.int64, len(texts))
         open_ = np.ones(len(texts), bool)  # no rule has failed yet
         failed = np.full(len(texts), "", object)
@@ -437,16 +487,37 @@ class GopherQualityFilter(_Family):
         self.max_non_alpha_words_ratio = max_non_alpha_words_ratio
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(stop_words)
+        self.tokens = _TokenCache()  # build_filters shares one with GopherRepetitionFilter
+        words = _tokenize(sorted(self.stop_words))  # a stop word that is not one word can never match
+        alone = np.bincount(words.doc, minlength=len(self.stop_words)) == 1
+        self._stop_hashes = words.hashes[words.words & alone[words.doc]]
 
     def check(self, doc: Document) -> bool | str:
-        text = doc.text
-        words = _WORD.findall(text)
-        n_words = len(words)
+        return self.check_batch([doc])[0]
+
+    def check_batch(self, docs: list[Document]) -> list[bool | str]:
+        """The word counts of the whole batch from its tokens (:func:`_tokenize`'s words are ``_WORD``'s), then
+        each document's rules in order."""
+        texts = [doc.text for doc in docs]
+        tokens = self.tokens.of(texts)
+        doc, size = tokens.doc[tokens.words], len(docs)
+        n_words = np.bincount(doc, minlength=size).tolist()
+        length = np.bincount(doc, (tokens.ends - tokens.starts)[tokens.words], size).astype(np.int64).tolist()
+        with_letter = np.bincount(doc, minlength=size, weights=tokens.letters[tokens.words]).astype(np.int64)
+        stop = np.bincount(doc, np.isin(tokens.hashes[tokens.words], self._stop_hashes), size).astype(
+            np.int64
+        )
+        return [
+            self._rules(*counts)
+            for counts in zip(texts, n_words, length, with_letter.tolist(), stop.tolist(), strict=True)
+        ]
+
+    def _rules(self, text: str, n_words: int, length: int, with_letter: int, stop_words: int) -> bool | str:
         if not n_words or _under(n_words, self.min_doc_words):
             return "short_doc"
         if _over(n_words, self.max_doc_words):
             return "long_doc"
-        mean_length = sum(map(len, words)) / n_words
+        mean_length = length / n_words
         if _under(mean_length, self.min_avg_word_length):
             return "short_words"
         if _over(mean_length, self.max_avg_word_length):
@@ -460,12 +531,41 @@ class GopherQualityFilter(_Family):
             return "bullet_lines"
         if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), self.max_ellipsis_lines_ratio):
             return "ellipsis_lines"
-        with_letter = sum(map(bool, map(_LETTER.search, words)))
         if _under(with_letter / n_words, self.max_non_alpha_words_ratio):
             return "non_alpha_words"
-        if _under(sum(map(self.stop_words.__contains__, words)), self.min_stop_words):
+        if _under(stop_words, self.min_stop_words):
             return "few_stop_words"
         return True
+
+
+def _plain_gopher_quality(f: GopherQualityFilter, text: str) -> bool | str:
+    """The Gopher quality rules one document at a time over ``_WORD.findall`` and a regex per word: the reference
+    the tests and the process benchmark hold :meth:`GopherQualityFilter.check_batch` to."""
+    words = _WORD.findall(text)
+    n_words = len(words)
+    if not n_words or _under(n_words, f.min_doc_words):
+        return "short_doc"
+    if _over(n_words, f.max_doc_words):
+        return "long_doc"
+    mean_length = sum(map(len, words)) / n_words
+    if _under(mean_length, f.min_avg_word_length):
+        return "short_words"
+    if _over(mean_length, f.max_avg_word_length):
+        return "long_words"
+    hashes = text.count("#") - sum(map(len, _MARKDOWN_HEADING.findall(text)))
+    ellipses = text.count("...") + text.count("…")
+    if _over(max(hashes, ellipses) / n_words, f.max_symbol_word_ratio):
+        return "symbols"
+    lines = [line.strip() for line in _nonblank_lines(text)]
+    if _over(sum(line.startswith(_BULLETS) for line in lines) / len(lines), f.max_bullet_lines_ratio):
+        return "bullet_lines"
+    if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), f.max_ellipsis_lines_ratio):
+        return "ellipsis_lines"
+    if _under(sum(map(bool, map(_LETTER.search, words))) / n_words, f.max_non_alpha_words_ratio):
+        return "non_alpha_words"
+    if _under(sum(map(f.stop_words.__contains__, words)), f.min_stop_words):
+        return "few_stop_words"
+    return True
 
 
 class C4QualityFilter(_Family):
@@ -615,4 +715,8 @@ def build_filters(config: dict[str, dict | bool | None]) -> list[Filter]:
             if key not in known or key == "self":
                 raise ValueError(f"unknown threshold {key!r} for quality filter {name!r}")
         filters.append(cls(**thresholds))
+    tokens = _TokenCache()  # the Gopher filters share one tokenization of each batch
+    for step in filters:
+        if hasattr(step, "tokens"):
+            step.tokens = tokens
     return filters

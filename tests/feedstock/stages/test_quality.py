@@ -274,7 +274,7 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
 
     import numpy as np
 
-    from feedstock.stages.quality import _TOKEN, _Grams, _TupleGrams
+    from feedstock.stages.quality import _TOKEN, _Grams, _tokenize, _TupleGrams
 
     rng = random.Random(5)
     vocabulary = ["a", "bb", "ccc", "the", "pipe", "sync", "x", "Relay", "--", "3.14", "don't"]
@@ -290,7 +290,7 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
         if rng.random() < 0.1:
             documents.append(documents[-1])  # the same text again, next to it
     references = [_TupleGrams(_TOKEN.findall(text)) for text in documents]
-    grams = _Grams(documents)
+    grams = _Grams(_tokenize(documents), len(documents))
     for n in (2, 3, 4):
         counts, chars = grams.top(n)
         assert list(zip(counts.tolist(), chars.tolist(), strict=True)) == [r.top_chars(n) for r in references]
@@ -310,7 +310,7 @@ def test_the_vectorized_tokens_are_the_regexs_tokens():
     a lone surrogate), and equal tokens hash equal, different ones differently."""
     import random
 
-    from feedstock.stages.quality import _LONG_TOKEN, _TOKEN, _tokenize
+    from feedstock.stages.quality import _LETTER, _LONG_TOKEN, _TOKEN, _WORD, _tokenize
 
     rng = random.Random(1)
     alphabet = list("ab_9 .'-’\n\t!?é,") + [
@@ -329,14 +329,75 @@ def test_the_vectorized_tokens_are_the_regexs_tokens():
         texts = [
             "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(rng.randint(1, 4))
         ]
-        doc, starts, ends, hashes = _tokenize(texts)
+        doc, starts, ends, hashes, words, letters = _tokenize(texts)
         joined = "\n".join(texts)
         tokens = [joined[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
         assert tokens == [token for text in texts for token in _TOKEN.findall(text)]
         assert doc.tolist() == [i for i, text in enumerate(texts) for _ in _TOKEN.findall(text)]
+        word_tokens = [token for token, word in zip(tokens, words.tolist(), strict=True) if word]
+        assert word_tokens == [word for text in texts for word in _WORD.findall(text)]
+        assert letters.tolist() == [bool(_LETTER.search(token)) for token in tokens]
         by_token = dict(zip(tokens, hashes.tolist(), strict=True))
         assert [by_token[token] for token in tokens] == hashes.tolist()
         assert len(set(by_token.values())) == len(by_token)
+
+
+def test_a_later_filter_takes_its_documents_tokens_from_the_batch():
+    """The token cache hands a subset of the last batch (in any order) the tokens a fresh tokenization gives."""
+    from feedstock.stages.quality import _TokenCache, _tokenize
+
+    texts = ["one two three", "", "x.y -- z", "   ", "a b c d e f", "again: one two"]
+    cache = _TokenCache()
+    whole = cache.of(texts)
+    for picks in ([0, 2, 4, 5], [5, 0], [1, 3], [4]):
+        subset = [texts[i] for i in picks]
+        got, fresh = cache.of(subset), _tokenize(subset)
+        assert cache.of(texts) is whole  # still the same batch
+        for column, expected in zip(got, fresh, strict=True):
+            if column is not got.starts and column is not got.ends:  # offsets are the batch's
+                assert column.tolist() == expected.tolist()
+        assert (got.ends - got.starts).tolist() == (fresh.ends - fresh.starts).tolist()
+    assert cache.of(["new text"]).doc.tolist() == [0, 0]
+
+
+def test_gopher_quality_over_a_batch_is_the_plain_rules():
+    """The batch's word counts (from tokens) decide as the per-document rules over ``_WORD.findall`` did, on
+    generated texts that reach every rule."""
+    import random
+
+    from feedstock.stages.quality import _plain_gopher_quality as plain
+
+    rng = random.Random(7)
+    vocabulary = [
+        "the",
+        "of",
+        "and",
+        "The",
+        "pipeline",
+        "sync",
+        "3.14",
+        "42",
+        "_",
+        "x",
+        "extraordinarily",
+        "don't",
+    ]
+    vocabulary += ["#", "...", "…", "-", "well-known", "été", "日本"]
+    texts = []
+    for _ in range(300):
+        lines = []
+        for _ in range(rng.randint(1, 12)):
+            line = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 15)))
+            lines.append(rng.choice(["", "", "- ", "## ", "• "]) + line + rng.choice(["", ".", "..."]))
+        texts.append("\n".join(lines))
+    filters = [
+        GopherQualityFilter(min_doc_words=5),
+        GopherQualityFilter(),
+        GopherQualityFilter(stop_words=["a b"]),
+    ]
+    for f in filters:
+        assert f.check_batch([doc(text) for text in texts]) == [plain(f, text) for text in texts]
+    assert len({plain(filters[0], text) for text in texts}) >= 8  # every rule but long_doc decides some
 
 
 def test_repetition_batch_decides_as_one_document_at_a_time():
