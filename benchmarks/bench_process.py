@@ -9,7 +9,7 @@ with the shipped configuration) runs over the same documents of the benchmark co
   whitespace tidied line by line, language ID on the first 1,000 characters (no quick look at the first 200),
   Gopher's n-gram rules one document at a time over tuples of strings (``quality._TupleGrams``, which the unit
   tests keep as the reference of the batch's hashed n-grams), and Gopher's quality rules one document at a time
-  over ``_WORD.findall`` (``quality._plain_gopher_quality``).
+  over ``_WORD.findall`` (``quality._plain_gopher_quality``), FineWeb's token count by ``_TOKEN.findall``.
 
 Reported: MB/s of each, the speedup, the CPU seconds per step, and the share of documents on which both make the
 same decision (kept, or dropped at the same stage for the same reason). Best of ``passes`` passes, alternating.
@@ -65,15 +65,38 @@ def reference():
     def plain_quality(self, docs: list[Document]) -> list[bool | str]:
         return [quality._plain_gopher_quality(self, doc.text) for doc in docs]
 
-    repetition, gopher = quality.GopherRepetitionFilter, quality.GopherQualityFilter
-    saved = repetition.check_batch, gopher.check_batch, normalize.fix_text, normalize._tidy
-    repetition.check_batch, gopher.check_batch = tuple_repetition, plain_quality
+    def fineweb_findall(self, docs: list[Document]) -> list[bool | str]:
+        return [self._rules(doc.text, len(quality._TOKEN.findall(doc.text))) for doc in docs]
+
+    repetition, gopher, fineweb = (
+        quality.GopherRepetitionFilter,
+        quality.GopherQualityFilter,
+        quality.FineWebQualityFilter,
+    )
+    saved = (
+        repetition.check_batch,
+        gopher.check_batch,
+        fineweb.check_batch,
+        normalize.fix_text,
+        normalize._tidy,
+    )
+    repetition.check_batch, gopher.check_batch, fineweb.check_batch = (
+        tuple_repetition,
+        plain_quality,
+        fineweb_findall,
+    )
     normalize.fix_text = lambda text: ftfy.fix_text(text, normalization="NFC")
     normalize._tidy = tidy_line_by_line
     try:
         yield
     finally:
-        repetition.check_batch, gopher.check_batch, normalize.fix_text, normalize._tidy = saved
+        (
+            repetition.check_batch,
+            gopher.check_batch,
+            fineweb.check_batch,
+            normalize.fix_text,
+            normalize._tidy,
+        ) = saved
 
 
 def _pass(steps, docs: list[dict], batch_size: int) -> tuple[float, dict[str, float], list[str]]:

@@ -410,7 +410,7 @@ class GopherRepetitionFilter(_Family):
         self.dup_para_char_frac = dup_para_char_frac
         self.top_n_grams = tuple((int(n), float(frac)) for n, frac in top_n_grams or ())
         self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
-        self.tokens = _TokenCache()  # build_filters shares one with GopherQualityFilter
+        self.tokens = _TokenCache()  # build_filters shares one with the other filters
 
     def check(self, doc: Document) -> bool | str:
         return self.check_batch([doc])[0]
@@ -487,7 +487,7 @@ class GopherQualityFilter(_Family):
         self.max_non_alpha_words_ratio = max_non_alpha_words_ratio
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(stop_words)
-        self.tokens = _TokenCache()  # build_filters shares one with GopherRepetitionFilter
+        self.tokens = _TokenCache()  # build_filters shares one with the other filters
         words = _tokenize(sorted(self.stop_words))  # a stop word that is not one word can never match
         alone = np.bincount(words.doc, minlength=len(self.stop_words)) == 1
         self._stop_hashes = words.hashes[words.words & alone[words.doc]]
@@ -658,9 +658,20 @@ class FineWebQualityFilter(_Family):
         self.short_line_length = short_line_length
         self.char_duplicates_ratio = char_duplicates_ratio
         self.new_line_ratio = new_line_ratio
+        self.tokens = _TokenCache()  # build_filters shares one with the Gopher filters
+
+    def check_batch(self, docs: list[Document]) -> list[bool | str]:
+        """Each document's rules, the token counts taken from the batch's tokens (after C4 rewrote a text, from
+        the text as it is now)."""
+        texts = [doc.text for doc in docs]
+        tokens = np.bincount(self.tokens.of(texts).doc, minlength=len(docs)).tolist()
+        return [self._rules(text, n) for text, n in zip(texts, tokens, strict=True)]
 
     def check(self, doc: Document) -> bool | str:
-        lines = [line.strip() for line in _nonblank_lines(doc.text)]
+        return self.check_batch([doc])[0]
+
+    def _rules(self, text: str, tokens: int) -> bool | str:
+        lines = [line.strip() for line in _nonblank_lines(text)]
         if not lines:
             return "empty"
         punct_ratio = sum(line.endswith(_FINEWEB_STOP_CHARS) for line in lines) / len(lines)
@@ -675,11 +686,11 @@ class FineWebQualityFilter(_Family):
             return "short_lines"
         repeated_chars = _duplicates(lines)[1]
         if self.char_duplicates_ratio is not None and (
-            repeated_chars / (len(doc.text) - doc.text.count("\n")) >= self.char_duplicates_ratio
+            repeated_chars / (len(text) - text.count("\n")) >= self.char_duplicates_ratio
         ):
             return "char_duplicates"
         # Line breaks between text lines, so a blank line between paragraphs is not a list item.
-        if _over((len(lines) - 1) / len(_TOKEN.findall(doc.text)), self.new_line_ratio):
+        if _over((len(lines) - 1) / tokens, self.new_line_ratio):
             return "new_lines"
         return True
 
@@ -715,7 +726,7 @@ def build_filters(config: dict[str, dict | bool | None]) -> list[Filter]:
             if key not in known or key == "self":
                 raise ValueError(f"unknown threshold {key!r} for quality filter {name!r}")
         filters.append(cls(**thresholds))
-    tokens = _TokenCache()  # the Gopher filters share one tokenization of each batch
+    tokens = _TokenCache()  # the Gopher and FineWeb filters share one tokenization of each batch
     for step in filters:
         if hasattr(step, "tokens"):
             step.tokens = tokens
