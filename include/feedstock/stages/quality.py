@@ -173,9 +173,9 @@ def _tokenize(texts: list[str]) -> _Tokens:
 
 class _TokenCache:
     """The tokens of the last batch, for the next filter over the same texts: the repetition filter tokenizes a
-    batch, and Gopher's quality filter, which sees the documents it kept, takes theirs from here. Texts are
-    matched by identity (they are held, so an identity is not reused); any text not in the last batch means a
-    new batch."""
+    batch, and the Gopher quality and FineWeb filters, which see the documents it kept, take theirs from here.
+    Texts are matched by identity (they are held, so an identity is not reused while cached): a text rewritten
+    by C4, or any text not in the last batch, means a new batch."""
 
     def __init__(self):
         self._texts: list[str] = []
