@@ -73,8 +73,14 @@ def clean_text(text: str, fix_encoding: bool = True) -> str:
 def _tidy(text: str) -> str:
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     # One pass over the text, not one per line: _SPACES never matches a newline, so it is the same.
-    stripped = [line.strip() for line in _SPACES.sub(" ", text).split("\n")]
-    return lines.BLANK_RUNS.sub("\n\n", "\n".join(stripped)).strip()
+    text = _SPACES.sub(" ", text)
+    if text.isascii():  # the only spaces left are single plain ones: a line strips by two replaces
+        text = text.replace("\n ", "\n").replace(" \n", "\n")
+    else:  # str.strip also strips Unicode spaces that _SPACES leaves (U+2028, U+202F, ...)
+        text = "\n".join(line.strip() for line in text.split("\n"))
+    if "\n\n\n" in text:
+        text = lines.BLANK_RUNS.sub("\n\n", text)
+    return text.strip()
 
 
 class Normalizer(Step):

@@ -150,7 +150,8 @@ def test_fix_text_is_ftfy_line_for_line():
 
 
 def test_tidy_in_one_pass_is_the_line_by_line_rule():
-    """One regex pass that only matches the space runs it changes, against every run replaced line by line."""
+    """One regex pass that only matches the space runs it changes, then lines stripped by replaces (ASCII text)
+    or by str.strip (other text), against every run replaced and every line stripped one by one."""
     import random
     import re
 
@@ -179,8 +180,13 @@ def test_tidy_in_one_pass_is_the_line_by_line_rule():
         "\u2003",
         "\u3000",
         "\u2028",
+        "\u202f",
         "\x0b",
+        "\x1c",
+        "\x85",
     ]
     for _ in range(2_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert _tidy(text) == line_by_line(text), repr(text)
+        plain = "".join(char for char in text if char.isascii())
+        assert _tidy(plain) == line_by_line(plain), repr(plain)
