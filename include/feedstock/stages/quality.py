@@ -39,7 +39,7 @@ import inspect
 import re
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -129,7 +129,37 @@ class _Tokens(NamedTuple):
 
 
 def _tokenize(texts: list[str]) -> _Tokens:
-    """``_TOKEN.findall`` over a batch of texts, vectorized (:class:`_Tokens`).
+    """``_TOKEN.findall`` over a batch of texts, vectorized (:class:`_Tokens`), in pieces of about
+    ``_PIECE_CHARS`` characters so that the temporary arrays stay small (about 30 bytes a character).
+    """
+    pieces: list[_Tokens] = []
+    doc = char = 0
+    for group in _pieces(texts):
+        tokens = _tokenize_piece(group)
+        pieces.append(
+            tokens._replace(doc=tokens.doc + doc, starts=tokens.starts + char, ends=tokens.ends + char)
+        )
+        doc, char = doc + len(group), char + sum(map(len, group)) + len(group)
+    return _Tokens(*(np.concatenate(column) for column in zip(*pieces, strict=True)))
+
+
+_PIECE_CHARS = 1 << 20
+
+
+def _pieces(texts: list[str]) -> Iterator[list[str]]:
+    group: list[str] = []
+    size = 0
+    for text in texts:
+        if group and size + len(text) > _PIECE_CHARS:
+            yield group
+            group, size = [], 0
+        group.append(text)
+        size += len(text) + 1
+    yield group
+
+
+def _tokenize_piece(texts: list[str]) -> _Tokens:
+    """``_TOKEN.findall`` over a few texts, vectorized.
 
     The regex, restated over character classes: a token is a run of word characters, a joiner (``'’.-``)
     between two word characters included, or a run of other non-space characters. Each distinct character is
@@ -151,14 +181,14 @@ def _tokenize(texts: list[str]) -> _Tokens:
     glued = (classes[1:-1] == _JOINER) & (classes[:-2] == _WORDS) & (classes[2:] == _WORDS)
     kind[1:-1][glued] = _WORDS
     runs = np.flatnonzero(np.diff(kind, prepend=np.int8(-1)))  # where each run of one kind starts
-    run_start = np.zeros(len(kind), np.int64)
+    run_start = np.zeros(len(kind), np.int32)
     run_start[runs] = runs
-    place = np.arange(len(kind)) - np.maximum.accumulate(run_start)  # each character's place in its run
+    place = np.arange(len(kind), dtype=np.int32) - np.maximum.accumulate(run_start)  # its place in its run
     with np.errstate(over="ignore"):
         terms = (codes.astype(np.uint64) + np.uint64(1)) * _TOKEN_POWERS[np.minimum(place, _LONG_TOKEN)]
         prefix = np.concatenate(([np.uint64(0)], np.cumsum(terms, dtype=np.uint64)))
     letters = np.concatenate(([0], np.cumsum(letter)))
-    ends = np.append(runs[1:], len(kind))
+    ends = np.append(runs[1:], len(kind)) if len(runs) else runs
     token = kind[runs] != _SPACES
     starts, ends = runs[token], ends[token]
     hashes = prefix[ends] - prefix[starts]

@@ -304,14 +304,17 @@ def test_hashed_ngram_rules_agree_with_the_tuple_reference():
         assert not grams.duplicate_chars_over(n, np.zeros(len(documents)), some)[~some].any()
 
 
-def test_the_vectorized_tokens_are_the_regexs_tokens():
+@pytest.mark.parametrize("piece_chars", [1 << 20, 16])
+def test_the_vectorized_tokens_are_the_regexs_tokens(monkeypatch, piece_chars):
     """_tokenize restates _TOKEN over character classes: the same tokens, on texts made of the characters that
     decide it (joiners next to words and to each other, Unicode letters, digits and spaces, control characters,
-    a lone surrogate), and equal tokens hash equal, different ones differently."""
+    a lone surrogate), and equal tokens hash equal, different ones differently; in one piece or in many."""
     import random
 
+    from feedstock.stages import quality
     from feedstock.stages.quality import _LETTER, _LONG_TOKEN, _TOKEN, _WORD, _tokenize
 
+    monkeypatch.setattr(quality, "_PIECE_CHARS", piece_chars)  # 16: a batch tokenized in many pieces
     rng = random.Random(1)
     alphabet = list("ab_9 .'-’\n\t!?é,") + [
         "\u00a0",
