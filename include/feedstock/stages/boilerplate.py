@@ -110,7 +110,7 @@ def frequent(
                 where docs >= coalesce(floor, {min_docs}) order by all"""
         )
         for batch in found.to_arrow_reader(BATCH_ROWS):
-            yield pa.Table.from_batches([batch]).cast(FOUND_SCHEMA).to_batches()[0]
+            yield batch.cast(FOUND_SCHEMA)
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)

@@ -412,7 +412,18 @@ class _Family(Filter):
         return [self.reason(self.named(verdict)) for verdict in self.check_batch(docs)]
 
 
-class GopherRepetitionFilter(_Family):
+class _Tokenized(_Family):
+    """A family whose rules read the batch's tokens (:class:`_TokenCache`), so it decides a batch at a time and
+    one document as a batch of one. :func:`build_filters` hands the filters of a pipeline one cache."""
+
+    def __init__(self):
+        self.tokens = _TokenCache()
+
+    def check(self, doc: Document) -> bool | str:
+        return self.check_batch([doc])[0]
+
+
+class GopherRepetitionFilter(_Tokenized):
     """Drop documents made of repeated lines, paragraphs or n-grams (Gopher, table A1)."""
 
     rule = "gopher_repetition"
@@ -434,16 +445,13 @@ class GopherRepetitionFilter(_Family):
             (10, 0.10),
         ),
     ):
+        super().__init__()
         self.dup_line_frac = dup_line_frac
         self.dup_para_frac = dup_para_frac
         self.dup_line_char_frac = dup_line_char_frac
         self.dup_para_char_frac = dup_para_char_frac
         self.top_n_grams = tuple((int(n), float(frac)) for n, frac in top_n_grams or ())
         self.dup_n_grams = tuple((int(n), float(frac)) for n, frac in dup_n_grams or ())
-        self.tokens = _TokenCache()  # build_filters shares one with the other filters
-
-    def check(self, doc: Document) -> bool | str:
-        return self.check_batch([doc])[0]
 
     def _repeated_units(self, text: str) -> bool | str:
         size = len(text)
@@ -465,8 +473,9 @@ class GopherRepetitionFilter(_Family):
         waiting = []
         for i, doc in enumerate(docs):
             # nothing repeats in an empty document; that is gopher_quality's business
-            verdicts.append(self._repeated_units(doc.text) if doc.text.strip() else True)
-            if doc.text.strip() and verdicts[i] is True:
+            blank = not doc.text.strip()
+            verdicts.append(True if blank else self._repeated_units(doc.text))
+            if not blank and verdicts[i] is True:
                 waiting.append(i)
         if not waiting or not (self.top_n_grams or self.dup_n_grams):
             return verdicts
@@ -487,7 +496,7 @@ class GopherRepetitionFilter(_Family):
         return verdicts
 
 
-class GopherQualityFilter(_Family):
+class GopherQualityFilter(_Tokenized):
     """Drop documents that do not look like human prose (Gopher's quality rules)."""
 
     rule = "gopher_quality"
@@ -506,6 +515,7 @@ class GopherQualityFilter(_Family):
         min_stop_words: int | None = 2,
         stop_words: Sequence[str] = STOP_WORDS,
     ):
+        super().__init__()
         self.min_doc_words = min_doc_words
         self.max_doc_words = max_doc_words
         self.min_avg_word_length = min_avg_word_length
@@ -517,13 +527,9 @@ class GopherQualityFilter(_Family):
         self.max_non_alpha_words_ratio = max_non_alpha_words_ratio
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(stop_words)
-        self.tokens = _TokenCache()  # build_filters shares one with the other filters
         words = _tokenize(sorted(self.stop_words))  # a stop word that is not one word can never match
         alone = np.bincount(words.doc, minlength=len(self.stop_words)) == 1
         self._stop_hashes = words.hashes[words.words & alone[words.doc]]
-
-    def check(self, doc: Document) -> bool | str:
-        return self.check_batch([doc])[0]
 
     def check_batch(self, docs: list[Document]) -> list[bool | str]:
         """The word counts of the whole batch from its tokens (:func:`_tokenize`'s words are ``_WORD``'s), then
@@ -667,7 +673,7 @@ class C4QualityFilter(_Family):
         return True
 
 
-class FineWebQualityFilter(_Family):
+class FineWebQualityFilter(_Tokenized):
     """Drop list-like, menu-like and line-duplicated documents (FineWeb's own rules)."""
 
     rule = "fineweb"
@@ -682,13 +688,13 @@ class FineWebQualityFilter(_Family):
         char_duplicates_ratio: float | None = 0.01,
         new_line_ratio: float | None = 0.3,
     ):
+        super().__init__()
         self.line_punct_thr = line_punct_thr
         self.line_punct_exclude_zero = line_punct_exclude_zero
         self.short_line_thr = short_line_thr
         self.short_line_length = short_line_length
         self.char_duplicates_ratio = char_duplicates_ratio
         self.new_line_ratio = new_line_ratio
-        self.tokens = _TokenCache()  # build_filters shares one with the Gopher filters
 
     def check_batch(self, docs: list[Document]) -> list[bool | str]:
         """Each document's rules, the token counts taken from the batch's tokens (after C4 rewrote a text, from
@@ -696,9 +702,6 @@ class FineWebQualityFilter(_Family):
         texts = [doc.text for doc in docs]
         tokens = np.bincount(self.tokens.of(texts).doc, minlength=len(docs)).tolist()
         return [self._rules(text, n) for text, n in zip(texts, tokens, strict=True)]
-
-    def check(self, doc: Document) -> bool | str:
-        return self.check_batch([doc])[0]
 
     def _rules(self, text: str, tokens: int) -> bool | str:
         lines = [line.strip() for line in _nonblank_lines(text)]
@@ -758,6 +761,6 @@ def build_filters(config: dict[str, dict | bool | None]) -> list[Filter]:
         filters.append(cls(**thresholds))
     tokens = _TokenCache()  # the Gopher and FineWeb filters share one tokenization of each batch
     for step in filters:
-        if hasattr(step, "tokens"):
+        if isinstance(step, _Tokenized):
             step.tokens = tokens
     return filters
