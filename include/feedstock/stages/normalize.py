@@ -25,8 +25,10 @@ from feedstock.stages.steps import Document, Step
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACE_CHARS = r"[ \t\u00a0\u2000-\u200a\u3000]"
 # A run of spaces, as one plain space. Only runs that change are matched: a lone plain space is most of a text's
-# spaces, and replacing each with itself was most of the tidy step.
-_SPACES = re.compile(rf"[\t\u00a0\u2000-\u200a\u3000]{_SPACE_CHARS}*| {_SPACE_CHARS}+")
+# spaces, and replacing each with itself was most of the tidy step. The pattern opens with a character class, so
+# sre skips ahead to the spaces; a plain space then needs another after it (the lookbehind sees the space just
+# matched), any other space character starts a run of its own.
+_SPACES = re.compile(rf"{_SPACE_CHARS}(?:(?<! ){_SPACE_CHARS}*|{_SPACE_CHARS}+)")
 
 
 def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:
@@ -42,28 +44,32 @@ def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:
     return fixed, fixed != nfc
 
 
-# What ftfy can change in a pure-ASCII line: HTML entities, terminal escapes, carriage returns, control characters.
-_ASCII_FIXABLE = re.compile(r"[&\x00-\x08\x0b-\x1f\x7f]")
+# A character that sends its line to ftfy: what ftfy can change in a pure-ASCII line (HTML entities, terminal
+# escapes, carriage returns, control characters), or any non-ASCII character.
+_NEEDS_FTFY = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 _FTFY = ftfy.TextFixerConfig(explain=False, normalization="NFC")
 
 
 def fix_text(text: str) -> str:
     """``ftfy.fix_text(text, normalization="NFC")``, line by line as ftfy itself goes, without calling ftfy on
     the ASCII lines it would leave alone (most lines of most documents): the same output at a fraction of the
-    time, since ftfy's per-line set-up dominated the normalize stage."""
-    config, out, pos = _FTFY, [], 0
-    while pos < len(text):
-        end = text.find("\n", pos) + 1 or len(text)
-        end = min(end, pos + config.max_decode_length)
-        segment = text[pos:end]
-        if config.unescape_html == "auto" and "<" in segment:
-            config = config._replace(unescape_html=False)  # as ftfy.fix_text: no entity decoding in HTML
-        if segment.isascii() and not _ASCII_FIXABLE.search(segment):
-            out.append(segment)
-        else:
-            out.append(ftfy.fix_and_explain(segment, config)[0])
+    time, since ftfy's per-line set-up dominated the normalize stage. The lines that need ftfy are found by a
+    regex search over the whole text; the lines between them are copied as they are."""
+    if len(text) > _FTFY.max_decode_length:  # ftfy cuts a line this long into pieces: let it go its own way
+        return ftfy.fix_text(text, _FTFY)
+    first_tag = text.find("<")  # as ftfy.fix_text: no entity decoding from the line of the first "<" on
+    out, pos = [], 0
+    while (found := _NEEDS_FTFY.search(text, pos)) is not None:
+        start = text.rfind("\n", pos, found.start()) + 1 or pos
+        end = text.find("\n", found.start()) + 1 or len(text)
+        config = _FTFY_HTML if 0 <= first_tag < end and _FTFY.unescape_html == "auto" else _FTFY
+        out += [text[pos:start], ftfy.fix_and_explain(text[start:end], config)[0]]
         pos = end
+    out.append(text[pos:])
     return "".join(out)
+
+
+_FTFY_HTML = _FTFY._replace(unescape_html=False)
 
 
 def clean_text(text: str, fix_encoding: bool = True) -> str:

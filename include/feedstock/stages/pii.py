@@ -282,6 +282,12 @@ _IPV6 = re.compile(
 )
 
 
+# What every match of each pattern holds: cheap to search for (sre skips ahead to the literal "." or ":"), so a
+# text without it is not scanned with the full pattern, whose lookarounds are tried at every digit.
+_IPV4_HINT = re.compile(r"\.\d{1,3}\.\d")
+_IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
 def _plausible_ipv6(candidate: str) -> bool:
     address = candidate.split("%", 1)[0]
     if not _HAS_DIGIT.search(address):
@@ -301,11 +307,11 @@ def _plausible_ipv6(candidate: str) -> bool:
 def _find_ips(text: str) -> Iterator[Span]:
     # Loopback and "any" addresses identify nobody and are everywhere in code and docs; private ranges are
     # still redacted because they map an organisation's network.
-    if ":" in text:
+    if _IPV6_HINT.search(text):
         for m in _IPV6.finditer(text):
             if m.group() != "::1" and _plausible_ipv6(m.group()):
                 yield m.start(), m.end(), True
-    if "." in text:
+    if _IPV4_HINT.search(text):
         for m in _IPV4.finditer(text):
             if not m.group().startswith("127.") and m.group() != "0.0.0.0":
                 yield m.start(), m.end(), True

@@ -205,12 +205,22 @@ class _TokenCache:
     """The tokens of the last batch, for the next filter over the same texts: the repetition filter tokenizes a
     batch, and the Gopher quality and FineWeb filters, which see the documents it kept, take theirs from here.
     Texts are matched by identity (they are held, so an identity is not reused while cached): a text rewritten
-    by C4, or any text not in the last batch, means a new batch."""
+    by C4, or any text not in the last batch, means a new batch. The same goes for the stripped non-blank lines
+    that both of those filters read (:meth:`lines`)."""
 
     def __init__(self):
         self._texts: list[str] = []
         self._index: dict[int, int] = {}
         self._tokens: _Tokens | None = None
+        self._lines: dict[int, list[str]] = {}
+
+    def lines(self, text: str) -> list[str]:
+        """The text's non-blank lines, stripped; kept for the texts of the last batch."""
+        if id(text) not in self._index:
+            return [line.strip() for line in _nonblank_lines(text)]
+        if (found := self._lines.get(id(text))) is None:
+            found = self._lines[id(text)] = [line.strip() for line in _nonblank_lines(text)]
+        return found
 
     def of(self, texts: list[str]) -> _Tokens:
         picks = [self._index.get(id(text)) for text in texts]
@@ -220,7 +230,7 @@ class _TokenCache:
                 if picks == list(range(len(self._texts)))
                 else self._tokens.subset(picks, len(self._texts))
             )
-        self._texts, self._index = list(texts), {id(text): i for i, text in enumerate(texts)}
+        self._texts, self._index, self._lines = list(texts), {id(text): i for i, text in enumerate(texts)}, {}
         self._tokens = _tokenize(self._texts)
         return self._tokens
 
@@ -562,7 +572,7 @@ class GopherQualityFilter(_Tokenized):
         ellipses = text.count("...") + text.count("…")
         if _over(max(hashes, ellipses) / n_words, self.max_symbol_word_ratio):
             return "symbols"
-        lines = [line.strip() for line in _nonblank_lines(text)]
+        lines = self.tokens.lines(text)
         if _over(sum(line.startswith(_BULLETS) for line in lines) / len(lines), self.max_bullet_lines_ratio):
             return "bullet_lines"
         if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), self.max_ellipsis_lines_ratio):
@@ -704,7 +714,7 @@ class FineWebQualityFilter(_Tokenized):
         return [self._rules(text, n) for text, n in zip(texts, tokens, strict=True)]
 
     def _rules(self, text: str, tokens: int) -> bool | str:
-        lines = [line.strip() for line in _nonblank_lines(text)]
+        lines = self.tokens.lines(text)
         if not lines:
             return "empty"
         punct_ratio = sum(line.endswith(_FINEWEB_STOP_CHARS) for line in lines) / len(lines)

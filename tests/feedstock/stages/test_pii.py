@@ -239,3 +239,23 @@ def test_placeholders_and_empty_input():
     assert PLACEHOLDERS["ip_address"] == "<IP_ADDRESS>"
     assert redact("") == ("", Counter())
     assert redact("hello", types=[]) == ("hello", Counter())
+
+
+def test_every_ip_match_holds_the_hint_that_lets_a_text_skip_the_scan():
+    import random
+
+    from feedstock.stages import pii
+
+    rng = random.Random(5)
+    pieces = "1 12 255 256 0 ٣ . . : : :: a fe80 DB8 %eth0 x".split() + [" "]
+    matched = {"v4": 0, "v6": 0}
+    for _ in range(5_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(3, 30)))
+        dotted = ".".join(rng.choice(pieces[:6]) for _ in range(rng.randint(3, 5)))
+        at = rng.randint(0, len(text))
+        text = text[:at] + rng.choice(["", " "]) + dotted + rng.choice(["", " ", "."]) + text[at:]
+        for kind, pattern, hint in (("v4", pii._IPV4, pii._IPV4_HINT), ("v6", pii._IPV6, pii._IPV6_HINT)):
+            for m in pattern.finditer(text):
+                assert hint.search(m.group()), (kind, m.group())
+                matched[kind] += 1
+    assert min(matched.values()) > 100
