@@ -145,14 +145,20 @@ def recall_chart(lake: Lake) -> str:
     )
 
 
+LABEL_CHARS = 60  # a bar's label is cut past this (the bar's tooltip has it whole)
+
+
 def bar_chart(title: str, counts: dict[str, int], colour: str = "#1f6feb") -> str:
     """Horizontal bars, one per key in the given order, as an SVG figure (empty for no counts)."""
     if not counts or not any(counts.values()):
         return ""
-    peak, row, label_width, width = max(counts.values()), 18, 190, 220
+    labels = {k: str(k)[:LABEL_CHARS] for k in counts}
+    # wide enough for the longest label (11 px text, about 6.5 px a character), so rule names show whole
+    peak, row, width = max(counts.values()), 18, 220
+    label_width = max(120, round(6.5 * max(map(len, labels.values()))) + 12)
     bars = "".join(
         f'<text x="{label_width - 6}" y="{i * row + 13}" font-size="11" text-anchor="end">'
-        f"{html.escape(str(k))[:30]}</text>"
+        f"{html.escape(labels[k])}</text>"
         f'<rect x="{label_width}" y="{i * row + 3}" width="{max(1, round(width * v / peak))}" height="{row - 6}" '
         f'fill="{colour}"><title>{html.escape(str(k))}: {v:,}</title></rect>'
         f'<text x="{label_width + max(1, round(width * v / peak)) + 4}" y="{i * row + 13}" font-size="11">{v:,}</text>'
