@@ -48,6 +48,8 @@ def repair(text: str, fix_encoding: bool = True) -> tuple[str, bool]:
 # escapes, carriage returns, control characters), or any non-ASCII character.
 _NEEDS_FTFY = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 _FTFY = ftfy.TextFixerConfig(explain=False, normalization="NFC")
+# As ftfy.fix_text: with unescape_html "auto", no entity decoding from the line of a text's first "<" on.
+_FTFY_HTML = _FTFY._replace(unescape_html=False) if _FTFY.unescape_html == "auto" else _FTFY
 
 
 def fix_text(text: str) -> str:
@@ -57,19 +59,16 @@ def fix_text(text: str) -> str:
     regex search over the whole text; the lines between them are copied as they are."""
     if len(text) > _FTFY.max_decode_length:  # ftfy cuts a line this long into pieces: let it go its own way
         return ftfy.fix_text(text, _FTFY)
-    first_tag = text.find("<")  # as ftfy.fix_text: no entity decoding from the line of the first "<" on
+    first_tag = text.find("<")
     out, pos = [], 0
     while (found := _NEEDS_FTFY.search(text, pos)) is not None:
         start = text.rfind("\n", pos, found.start()) + 1 or pos
         end = text.find("\n", found.start()) + 1 or len(text)
-        config = _FTFY_HTML if 0 <= first_tag < end and _FTFY.unescape_html == "auto" else _FTFY
+        config = _FTFY_HTML if 0 <= first_tag < end else _FTFY
         out += [text[pos:start], ftfy.fix_and_explain(text[start:end], config)[0]]
         pos = end
     out.append(text[pos:])
     return "".join(out)
-
-
-_FTFY_HTML = _FTFY._replace(unescape_html=False)
 
 
 def clean_text(text: str, fix_encoding: bool = True) -> str:

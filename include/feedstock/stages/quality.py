@@ -76,6 +76,11 @@ def _nonblank_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def _stripped_lines(text: str) -> list[str]:
+    """The non-blank lines, stripped: what the Gopher quality and FineWeb line rules read."""
+    return [line.strip() for line in _nonblank_lines(text)]
+
+
 def _duplicates(items: Sequence[str]) -> tuple[int, int]:
     """How many items repeat an earlier one, and how many characters those repeats hold."""
     counts = Counter(items)
@@ -217,9 +222,9 @@ class _TokenCache:
     def lines(self, text: str) -> list[str]:
         """The text's non-blank lines, stripped; kept for the texts of the last batch."""
         if id(text) not in self._index:
-            return [line.strip() for line in _nonblank_lines(text)]
+            return _stripped_lines(text)
         if (found := self._lines.get(id(text))) is None:
-            found = self._lines[id(text)] = [line.strip() for line in _nonblank_lines(text)]
+            found = self._lines[id(text)] = _stripped_lines(text)
         return found
 
     def of(self, texts: list[str]) -> _Tokens:
@@ -602,7 +607,7 @@ def _plain_gopher_quality(f: GopherQualityFilter, text: str) -> bool | str:
     ellipses = text.count("...") + text.count("…")
     if _over(max(hashes, ellipses) / n_words, f.max_symbol_word_ratio):
         return "symbols"
-    lines = [line.strip() for line in _nonblank_lines(text)]
+    lines = _stripped_lines(text)
     if _over(sum(line.startswith(_BULLETS) for line in lines) / len(lines), f.max_bullet_lines_ratio):
         return "bullet_lines"
     if _over(sum(line.endswith(_ELLIPSES) for line in lines) / len(lines), f.max_ellipsis_lines_ratio):
